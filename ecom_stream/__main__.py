@@ -1,0 +1,3 @@
+from ecom_stream.cli import run
+
+run()

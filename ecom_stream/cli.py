@@ -1,0 +1,169 @@
+"""The ``ecom-stream`` command: argparse subcommands mapping errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ecom_stream import __version__
+from ecom_stream.config import Settings
+from ecom_stream.errors import EcomStreamError
+from ecom_stream.logs import configure_logging
+
+__all__ = ["main", "run"]
+
+logger = logging.getLogger(__name__)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--landing", metavar="PATH", help="drop folder (default ./landing, env ECOM_LANDING)")
+    common.add_argument("--lake", metavar="PATH", help="lake folder (default ./lake, env ECOM_LAKE)")
+    common.add_argument("--log-json", action="store_true", default=None, help="log one JSON object per line")
+    common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
+    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+
+    parser = argparse.ArgumentParser(
+        prog="ecom-stream",
+        description="Incremental e-commerce pipeline: JSON batches -> Great Expectations -> Delta Lake.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"ecom-stream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, parents=[common])
+
+    p = add("generate", "write simulated product and order batch files")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: the landing folder)")
+    p.add_argument("--batches", type=int, default=10, help="order batch files (default 10)")
+    p.add_argument("--orders-per-batch", type=int, default=1000, help="orders per file (default 1000)")
+    p.add_argument("--products", type=int, default=500, help="catalogue size (default 500)")
+    p.add_argument("--product-batches", type=int, default=1, help="split products over K files (default 1)")
+    p.add_argument("--seed", type=int, default=42, help="random seed: same seed, same bytes (default 42)")
+    p.add_argument("--interval", type=float, default=0.0, metavar="SECONDS",
+                   help="drip order files this many seconds apart (default 0: all at once)")
+    p.add_argument("--start", type=int, default=1, help="number of the first order file (default 1)")
+
+    p = add("backfill", "process every batch file in DIR (default: landing) and exit")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="folder of batch files (default: the landing folder)")
+    p.add_argument("--strict", action="store_true", help="exit 3 when any file was quarantined")
+    p.add_argument("--keep", action="store_true", help="leave the source files in place")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add("status", "table versions, row and file counts, ledger outcomes, quarantine, daemon")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("quarantine", "list quarantined files with their reasons")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("requeue", "move quarantined files back to landing to be processed again")
+    p.add_argument("names", nargs="*", metavar="NAME", help="quarantined file name(s)")
+    p.add_argument("--all", action="store_true", help="requeue every quarantined file")
+
+    p = add("rebuild", "rebuild bronze, silver and gold from raw/ into a fresh lake")
+    p.add_argument("--into", metavar="PATH", required=True, help="the new lake folder (must not exist or be empty)")
+
+    add("rebuild-gold", "recompute the gold tables from silver from scratch")
+
+    p = add("anomalies", "list flagged revenue anomalies")
+    p.add_argument("--export", metavar="FILE.parquet", help="write the flagged days to a Parquet file")
+    p.add_argument("--category", help="only this category (or All)")
+
+    p = add("report", "product and order insights as JSON")
+    p.add_argument("--out", metavar="FILE.json", help="write to a file instead of stdout")
+
+    p = add("watch", "run the watcher daemon on the landing folder")
+    p.add_argument("--polling", action="store_true", default=None, help="poll instead of inotify (network filesystems)")
+
+    p = add("dashboard", "serve the Streamlit dashboard")
+    p.add_argument("--port", type=int, help="port (default 8501)")
+    p.add_argument("--address", help="bind address (default 127.0.0.1)")
+
+    p = add("demo", "daemon + simulated source + dashboard on a local lake (Ctrl-C stops all)")
+    p.add_argument("--port", type=int, help="dashboard port (default 8501)")
+    p.add_argument("--interval", type=float, default=3.0, help="seconds between simulated batches (default 3)")
+    p.add_argument("--orders-per-batch", type=int, default=300, help="orders per simulated batch (default 300)")
+    p.add_argument("--history-batches", type=int, default=180,
+                   help="batches backfilled first so charts have history (default 180 = 60 days)")
+    p.add_argument("--no-browser", action="store_true", help="do not print the browser hint")
+
+    p = add("maintain", "compact small files, checkpoint and vacuum old files")
+    p.add_argument("--retention-hours", type=int, help="vacuum files older than this (default 168)")
+    p.add_argument("--dry-run", action="store_true", help="only show what vacuum would delete")
+
+    p = add("bench", "benchmark ecom-stream against the alternatives")
+    p.add_argument("--files", type=int, default=300, help="order files (default 300)")
+    p.add_argument("--orders-per-file", type=int, default=1000, help="orders per file (default 1000)")
+    p.add_argument("--product-files", type=int, default=5, help="product files (default 5)")
+    p.add_argument("--products", type=int, default=2000, help="catalogue size (default 2000)")
+    p.add_argument("--seed-orders", type=int, default=0,
+                   help="grow the lake to about this many orders before the steady-state run")
+    p.add_argument("--only", default="floor,naive,tutorial,backfill,watch",
+                   help="comma-separated runners (default all)")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up on a peer after this many seconds")
+    p.add_argument("--steady-files", type=int, default=100, help="files dropped one by one into the daemon")
+    p.add_argument("--pace", type=float, default=0.5, help="seconds between steady-state drops")
+    p.add_argument("--workdir", metavar="DIR", help="scratch folder (default: a temporary folder)")
+    p.add_argument("--json-out", metavar="FILE", default="bench-results/latest.json", help="results JSON")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Defaults < ECOM_* environment < flags."""
+    overrides: dict[str, Any] = {
+        "landing_dir": args.landing,
+        "lake_dir": args.lake,
+        "log_json": args.log_json,
+        "log_level": args.log_level,
+        "polling": getattr(args, "polling", None),
+        "dashboard_port": getattr(args, "port", None),
+        "dashboard_address": getattr(args, "address", None),
+    }
+    return Settings.from_sources(os.environ, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        configure_logging(settings.log_level, json_lines=settings.log_json)
+        from ecom_stream import commands
+
+        handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
+        return int(handler(args, settings))
+    except EcomStreamError as exc:
+        if args.verbose:
+            logger.exception("failed")
+        print(f"ecom-stream {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"ecom-stream {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: skip interpreter teardown, where Arrow/Delta native threads can abort
+    # the process (see TECH_NOTES, SIGABRT at exit); everything is committed and flushed.
+    logging.shutdown()
+    os._exit(code)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,189 @@
+"""Typed settings, resolved once: defaults, then ``ECOM_*`` environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from ecom_stream.errors import ConfigError
+
+__all__ = ["POLICIES", "Settings", "default_policies"]
+
+ENV_PREFIX = "ECOM_"
+POLICIES = ("quarantine-batch", "drop-row", "warn")
+
+
+def default_policies() -> dict[str, str]:
+    """The default policy of every expectation (see ``validate.py`` for the checks)."""
+    return {
+        # products
+        "products_required_columns": "quarantine-batch",
+        "products_price_missing_share": "quarantine-batch",
+        "products_product_id_valid_key": "drop-row",
+        "products_price_positive": "drop-row",
+        "products_stock_non_negative_integer": "drop-row",
+        "products_rating_between_1_and_5": "warn",
+        "products_category_known": "warn",
+        # orders
+        "orders_required_columns": "quarantine-batch",
+        "orders_total_missing_share": "quarantine-batch",
+        "orders_order_id_valid_key": "drop-row",
+        "orders_customer_id_present": "drop-row",
+        "orders_total_non_negative": "drop-row",
+        "orders_lines_well_formed": "drop-row",
+        "orders_created_at_parseable": "drop-row",
+        "orders_status_known": "warn",
+        "orders_updated_after_created": "warn",
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every path and threshold of ecom-stream; build with :meth:`from_sources`."""
+
+    landing_dir: Path = Path("landing")
+    """Drop folder watched by the daemon and read by ``backfill``."""
+    lake_dir: Path = Path("lake")
+    """Root of the Delta lake (layout owned by ``lake.py``)."""
+
+    max_file_bytes: int = 256 * 1024 * 1024
+    """Files larger than this are quarantined unread."""
+    max_json_depth: int = 32
+    """Records nested deeper than this are quarantined."""
+
+    microbatch_max_files: int = 100
+    """At most this many files are merged together in one micro-batch."""
+    microbatch_max_rows: int = 200_000
+    """A micro-batch stops growing once it holds this many rows (bounds memory)."""
+
+    price_missing_gate: float = 0.10
+    """A product batch with a larger share of missing/unparseable prices is quarantined."""
+    total_missing_gate: float = 0.10
+    """An order batch with a larger share of missing/unparseable totals is quarantined."""
+    price_change_factor: float = 3.0
+    """A product update changing the price by more than this factor is a quality warning."""
+    policies: Mapping[str, str] = field(default_factory=default_policies)
+    """Policy of each expectation: quarantine-batch, drop-row or warn."""
+
+    excluded_statuses: tuple[str, ...] = ("cancelled",)
+    """Order statuses that earn no revenue."""
+    anomaly_window_days: int = 30
+    """Rolling window (days before the scored day) of the anomaly baseline."""
+    anomaly_min_history_days: int = 7
+    """Days of history needed before a day is scored."""
+    anomaly_threshold: float = 2.0
+    """A day is an anomaly when |revenue - mean| > threshold x std."""
+
+    quiet_seconds: float = 1.0
+    """A file without a close/rename event must be unchanged this long before it is read."""
+    rescan_seconds: float = 30.0
+    """The daemon rescans landing this often to heal missed file events."""
+    batch_retries: int = 3
+    """Unexpected errors on a batch are retried this many times before it is quarantined."""
+    retry_backoff_seconds: float = 0.5
+    """First retry delay; doubled on each retry."""
+    polling: bool = False
+    """Use a polling observer (network filesystems) instead of inotify."""
+    maintain_every_commits: int = 50
+    """The daemon compacts a table once it gained this many files since its last compaction."""
+    vacuum_retention_hours: int = 168
+    """``maintain`` deletes unreferenced files older than this."""
+
+    dashboard_refresh_seconds: float = 3.0
+    """How often the open dashboard checks the lake for new table versions."""
+    dashboard_address: str = "127.0.0.1"
+    """Address the dashboard binds to (localhost only by default)."""
+    dashboard_port: int = 8501
+    """Port of the dashboard."""
+    heartbeat_stale_seconds: float = 60.0
+    """A daemon heartbeat older than this shows as stale."""
+
+    log_json: bool = False
+    """Emit one JSON object per log line."""
+    log_level: str = "INFO"
+    """Root log level."""
+
+    def __post_init__(self) -> None:
+        for name, policy in self.policies.items():
+            if policy not in POLICIES:
+                raise ConfigError(
+                    f"policy {policy!r} for {name!r} is not one of {', '.join(POLICIES)}"
+                )
+        unknown = set(self.policies) - set(default_policies())
+        if unknown:
+            raise ConfigError(f"unknown expectation(s) in policies: {', '.join(sorted(unknown))}")
+        for name in ("price_missing_gate", "total_missing_gate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1")
+        if self.microbatch_max_files < 1 or self.microbatch_max_rows < 1:
+            raise ConfigError("micro-batch limits must be at least 1")
+        if self.anomaly_min_history_days < 2 or self.anomaly_window_days < self.anomaly_min_history_days:
+            raise ConfigError("need 2 <= anomaly_min_history_days <= anomaly_window_days")
+
+    @classmethod
+    def from_sources(
+        cls,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Defaults, overridden by ``ECOM_<FIELD>`` variables, overridden by ``overrides``.
+
+        ``ECOM_LANDING`` and ``ECOM_LAKE`` are accepted for the two directories; policies are
+        set with ``ECOM_POLICY_<EXPECTATION>=warn`` (for example ``ECOM_POLICY_ORDERS_STATUS_KNOWN``).
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        hints = get_type_hints(cls)
+        aliases = {"landing_dir": "ECOM_LANDING", "lake_dir": "ECOM_LAKE"}
+        for f in fields(cls):
+            if f.name == "policies":
+                continue
+            for var in (aliases.get(f.name), ENV_PREFIX + f.name.upper()):
+                if var and var in env:
+                    values[f.name] = _coerce(f.name, hints[f.name], env[var], var)
+                    break
+        policies = default_policies()
+        for key, val in env.items():
+            if key.startswith(ENV_PREFIX + "POLICY_"):
+                policies[key[len(ENV_PREFIX + "POLICY_") :].lower()] = val.strip().lower()
+        values["policies"] = policies
+        for name, val in (overrides or {}).items():
+            if val is None:
+                continue
+            if name == "policies":
+                values["policies"] = {**policies, **val}
+            else:
+                values[name] = _coerce(name, hints[name], val, f"--{name.replace('_', '-')}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:
+    if not isinstance(raw, str):
+        return Path(raw) if hint is Path else raw
+    text = raw.strip()
+    try:
+        if hint is Path:
+            return Path(text).expanduser()
+        if hint is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(text)
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+        if hint == tuple[str, ...]:
+            return tuple(s.strip() for s in text.split(",") if s.strip())
+        return text
+    except ValueError:
+        raise ConfigError(f"{source}={raw!r}: not a valid value for {name}") from None

@@ -1,0 +1,69 @@
+"""The exception tree of ecom-stream.
+
+    EcomStreamError                 root: every error we raise on purpose
+    ├── ConfigError                 a bad setting, flag or environment variable
+    ├── BatchError                  terminal for one batch file: it is quarantined
+    │   ├── BatchReadError          unreadable: not UTF-8, invalid JSON, bad shape, too big, ...
+    │   └── BatchValidationError    readable, but failed a quarantine-batch expectation
+    ├── LakeError                   the lake could not be read or written (transient: retried)
+    │   └── LakeCommitError         a Delta commit conflicted or failed
+    ├── LockError                   another daemon already owns this lake
+    └── ValidationSetupError        Great Expectations itself failed (a bug, never bad data)
+
+The CLI maps any ``EcomStreamError`` to a one-line message and exit code 1.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchError",
+    "BatchReadError",
+    "BatchValidationError",
+    "ConfigError",
+    "EcomStreamError",
+    "LakeCommitError",
+    "LakeError",
+    "LockError",
+    "ValidationSetupError",
+]
+
+
+class EcomStreamError(Exception):
+    """Root of every error ecom-stream raises on purpose."""
+
+
+class ConfigError(EcomStreamError):
+    """A setting, flag or environment variable has an invalid value."""
+
+
+class BatchError(EcomStreamError):
+    """A batch file cannot be merged; it goes to quarantine with ``reason``."""
+
+    def __init__(self, reason: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details or {}
+
+
+class BatchReadError(BatchError):
+    """The file is not a readable batch (encoding, JSON syntax, shape, size, name)."""
+
+
+class BatchValidationError(BatchError):
+    """The batch failed an expectation whose policy is quarantine-batch."""
+
+
+class LakeError(EcomStreamError):
+    """Reading or writing a Delta table failed; callers may retry."""
+
+
+class LakeCommitError(LakeError):
+    """A Delta commit failed (for example a concurrent writer)."""
+
+
+class LockError(EcomStreamError):
+    """Another daemon holds the lake's lock."""
+
+
+class ValidationSetupError(EcomStreamError):
+    """Great Expectations raised inside an expectation: a bug to surface, not bad data."""

@@ -1,0 +1,486 @@
+"""The only module that knows the lake layout (paths, table names) and imports ``deltalake``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from ecom_stream import schema as S
+from ecom_stream.errors import LakeCommitError, LakeError
+
+__all__ = ["TABLES", "Lake", "TableSpec", "key_ranges_predicate"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Where a Delta table lives and what it holds."""
+
+    path: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...] = ()
+    configuration: Mapping[str, str] | None = None
+
+
+TABLES: dict[str, TableSpec] = {
+    "bronze_products": TableSpec("bronze/products", S.bronze_schema("products")),
+    "bronze_orders": TableSpec("bronze/orders", S.bronze_schema("orders")),
+    "silver_products": TableSpec("silver/products", S.SILVER_PRODUCTS_SCHEMA),
+    # Orders and their lines are partitioned by day: a batch touches the days of its orders
+    # (and of the orders it updates), so a MERGE rewrites a few small files, never the table.
+    "silver_orders": TableSpec("silver/orders", S.SILVER_ORDERS_SCHEMA, ("order_date",)),
+    "silver_order_lines": TableSpec("silver/order_lines", S.ORDER_LINES_SCHEMA, ("order_date",)),
+    "rejected_rows": TableSpec("rejected_rows", S.REJECTED_SCHEMA),
+    "quality_validations": TableSpec("quality/validations", S.QUALITY_SCHEMA),
+    "quarantine_records": TableSpec("quarantine/_records", S.QUARANTINE_SCHEMA),
+    "ledger": TableSpec("_ledger", S.LEDGER_SCHEMA),
+    "daily_revenue": TableSpec("gold/daily_revenue", S.DAILY_REVENUE_SCHEMA),
+    "revenue_anomalies": TableSpec("gold/revenue_anomalies", S.ANOMALIES_SCHEMA),
+}
+SILVER = {"products": "silver_products", "orders": "silver_orders"}
+BRONZE = {"products": "bronze_products", "orders": "bronze_orders"}
+GOLD_WATERMARK_APP = "ecom-stream:gold:{table}"
+MAX_KEY_RANGES = 16
+
+
+def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX_KEY_RANGES) -> str:
+    """``col BETWEEN a AND b OR ...`` covering ``keys`` with at most ``max_ranges`` ranges.
+
+    Delta prunes files by min/max statistics with this; a long ``IN`` list is not pruned.
+    """
+    ordered = sorted(set(int(k) for k in keys))
+    if not ordered:
+        return "false"
+    gaps = sorted(range(1, len(ordered)), key=lambda i: ordered[i] - ordered[i - 1], reverse=True)
+    cuts = sorted(gaps[: max_ranges - 1])
+    bounds, start = [], 0
+    for cut in [*cuts, len(ordered)]:
+        bounds.append((ordered[start], ordered[cut - 1]))
+        start = cut
+    return " OR ".join(f"({column} BETWEEN {lo} AND {hi})" for lo, hi in bounds)
+
+
+def dates_literal(dates: Iterable[date]) -> str:
+    """``'2026-01-01', '2026-01-02'`` for a SQL IN list."""
+    return ", ".join(f"'{d.isoformat()}'" for d in sorted(dates))
+
+
+class Lake:
+    """Paths, table handles and every read and write of the lake."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        self._handles: dict[str, DeltaTable] = {}
+
+    # -- layout ---------------------------------------------------------------------------
+    def path(self, table: str) -> Path:
+        return self.root / TABLES[table].path
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def daemon_dir(self) -> Path:
+        return self.root / "_daemon"
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.daemon_dir / "heartbeat.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.daemon_dir / "lock"
+
+    @property
+    def inflight_path(self) -> Path:
+        return self.daemon_dir / "inflight.json"
+
+    def raw_path(self, batch_id: str, name: str) -> Path:
+        return self.raw_dir / batch_id[:2] / batch_id / name
+
+    # -- tables ---------------------------------------------------------------------------
+    def ensure_tables(self) -> None:
+        """Create every missing table (empty, with its schema and partitioning)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name, spec in TABLES.items():
+            if name in self._handles:
+                continue
+            path = self.path(name)
+            try:
+                if DeltaTable.is_deltatable(str(path)):
+                    self._handles[name] = DeltaTable(str(path))
+                else:
+                    path.mkdir(parents=True, exist_ok=True)
+                    self._handles[name] = DeltaTable.create(
+                        str(path),
+                        spec.schema,
+                        partition_by=list(spec.partition_by) or None,
+                        configuration=dict(spec.configuration or {}) or None,
+                        mode="ignore",
+                    )
+            except (DeltaError, OSError) as exc:
+                raise LakeError(f"cannot open or create table {path}: {exc}") from exc
+
+    def exists(self) -> bool:
+        return DeltaTable.is_deltatable(str(self.path("ledger")))
+
+    def table(self, name: str) -> DeltaTable:
+        """A cached handle, brought up to date with the log (cheap: reads new commits only)."""
+        handle = self._handles.get(name)
+        if handle is None:
+            try:
+                handle = DeltaTable(str(self.path(name)))
+            except TableNotFoundError:
+                raise LakeError(
+                    f"no table at {self.path(name)}: run a backfill or the daemon first"
+                ) from None
+            self._handles[name] = handle
+        else:
+            handle.update_incremental()
+        return handle
+
+    def version(self, name: str) -> int:
+        return self.table(name).version()
+
+    def versions(self) -> dict[str, int]:
+        return {name: self.version(name) for name in TABLES}
+
+    def _fs(self, name: str) -> pafs.FileSystem:
+        # A native filesystem: deltalake's default Python filesystem can abort the
+        # interpreter at exit (see TECH_NOTES "terminate called without an active exception").
+        return pafs.SubTreeFileSystem(str(self.path(name)), pafs.LocalFileSystem())
+
+    def read(
+        self,
+        name: str,
+        *,
+        columns: Sequence[str] | None = None,
+        files: str | None = None,
+        rows: pads.Expression | None = None,
+        version: int | None = None,
+    ) -> pa.Table:
+        """Read a table: ``files`` is a SQL predicate that prunes files (partitions, stats),
+        ``rows`` an Arrow expression filtering rows."""
+        dt = self.table(name) if version is None else DeltaTable(str(self.path(name)), version=version)
+        dataset = dt.to_pyarrow_dataset(filesystem=self._fs(name), file_pruning_predicate=files)
+        return dataset.to_table(columns=list(columns) if columns else None, filter=rows)
+
+    def read_pandas(self, name: str, **kwargs: Any) -> pd.DataFrame:
+        return self.read(name, **kwargs).to_pandas()
+
+    def count(self, name: str) -> int:
+        dt = self.table(name)
+        return int(sum(dt.get_add_actions(flatten=True).column("num_records").to_pylist() or [0]))
+
+    def file_count(self, name: str) -> int:
+        return len(self.table(name).get_add_actions(flatten=True).column("path"))
+
+    def has_txn(self, name: str, app_id: str) -> bool:
+        return self.table(name).transaction_version(app_id) is not None
+
+    # -- writes ---------------------------------------------------------------------------
+    def append(
+        self,
+        name: str,
+        data: pa.Table | pd.DataFrame,
+        *,
+        txns: Iterable[str] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Append rows; ``txns`` are app ids recorded in the same commit (idempotency marks)."""
+        self._write(name, data, mode="append", txns=txns, metadata=metadata)
+
+    def replace_where(
+        self,
+        name: str,
+        data: pa.Table | pd.DataFrame,
+        predicate: str,
+        *,
+        txns: Iterable[str] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Atomically replace the rows matching ``predicate`` with ``data``."""
+        self._write(name, data, mode="overwrite", predicate=predicate, txns=txns, metadata=metadata)
+
+    def _write(
+        self,
+        name: str,
+        data: pa.Table | pd.DataFrame,
+        *,
+        mode: str,
+        predicate: str | None = None,
+        txns: Iterable[str] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        table = self._arrow(name, data)
+        dt = self.table(name)
+        try:
+            write_deltalake(
+                dt,
+                table,
+                mode=mode,  # type: ignore[arg-type]
+                predicate=predicate,
+                commit_properties=_commit(txns, metadata),
+            )
+        except CommitFailedError as exc:
+            raise LakeCommitError(f"commit to {self.path(name)} failed: {exc}") from exc
+        except (DeltaError, OSError) as exc:
+            raise LakeError(f"write to {self.path(name)} failed: {exc}") from exc
+        dt.update_incremental()
+
+    def _arrow(self, name: str, data: pa.Table | pd.DataFrame) -> pa.Table:
+        schema = TABLES[name].schema
+        if isinstance(data, pa.Table):
+            return data.select(schema.names).cast(schema)
+        return pa.Table.from_pandas(data[schema.names], schema=schema, preserve_index=False)
+
+    def merge_upsert(
+        self,
+        name: str,
+        data: pd.DataFrame | pa.Table,
+        *,
+        key: str,
+        target_filter: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Upsert by ``key``: a stored row is replaced only by a newer version
+        (``_version_ts``, then ``_row_hash``), so order and repetition do not matter."""
+        source = self._arrow(name, data)
+        predicate = f"t.{key} = s.{key}"
+        if target_filter:
+            predicate += f" AND ({target_filter})"
+        newer = (
+            "s._version_ts > t._version_ts OR "
+            "(s._version_ts = t._version_ts AND s._row_hash > t._row_hash)"
+        )
+        return self._merge(name, source, predicate, newer, metadata)
+
+    def merge_lines(
+        self,
+        lines: pd.DataFrame,
+        deletes: pd.DataFrame,
+        *,
+        dates: Iterable[date],
+        metadata: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Replace the lines of updated orders: upsert ``lines`` by (order_id, line_no) and
+        delete the (order_id, line_no) pairs in ``deletes`` (lines an order no longer has)."""
+        name = "silver_order_lines"
+        new = self._arrow(name, lines).append_column("_delete", pa.array([False] * len(lines)))
+        gone = self._arrow(name, deletes).append_column("_delete", pa.array([True] * len(deletes)))
+        source = pa.concat_tables([new, gone])
+        predicate = (
+            "t.order_id = s.order_id AND t.line_no = s.line_no"
+            f" AND t.order_date IN ({dates_literal(dates)})"
+        )
+        cols = S.ORDER_LINES_SCHEMA.names
+        dt = self.table(name)
+        try:
+            metrics = (
+                dt.merge(
+                    source,
+                    predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    streamed_exec=False,
+                    commit_properties=_commit((), metadata),
+                )
+                .when_matched_delete(predicate="s._delete")
+                .when_matched_update(updates={c: f"s.{c}" for c in cols}, predicate="NOT s._delete")
+                .when_not_matched_insert(updates={c: f"s.{c}" for c in cols}, predicate="NOT s._delete")
+                .execute()
+            )
+        except CommitFailedError as exc:
+            raise LakeCommitError(f"merge into {self.path(name)} failed: {exc}") from exc
+        except (DeltaError, OSError) as exc:
+            raise LakeError(f"merge into {self.path(name)} failed: {exc}") from exc
+        dt.update_incremental()
+        return dict(metrics)
+
+    def _merge(
+        self,
+        name: str,
+        source: pa.Table,
+        predicate: str,
+        newer: str,
+        metadata: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        dt = self.table(name)
+        try:
+            metrics = (
+                dt.merge(
+                    source,
+                    predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    # Materialise the (small) source so Delta derives a pruning predicate from
+                    # its statistics; the streamed default scans the whole target.
+                    streamed_exec=False,
+                    commit_properties=_commit((), metadata),
+                )
+                .when_matched_update_all(predicate=newer)
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        except CommitFailedError as exc:
+            raise LakeCommitError(f"merge into {self.path(name)} failed: {exc}") from exc
+        except (DeltaError, OSError) as exc:
+            raise LakeError(f"merge into {self.path(name)} failed: {exc}") from exc
+        dt.update_incremental()
+        return dict(metrics)
+
+    # -- silver lookups -------------------------------------------------------------------
+    def lookup(self, entity: str, keys: Sequence[int], columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The stored silver rows for ``keys`` (files pruned by key statistics)."""
+        key = S.KEYS[entity]
+        if len(keys) == 0:
+            return pd.DataFrame(columns=list(columns or TABLES[SILVER[entity]].schema.names))
+        table = self.read(
+            SILVER[entity],
+            columns=columns,
+            files=key_ranges_predicate(key, keys),
+            rows=pads.field(key).isin(pa.array(sorted(set(keys)), pa.int64())),
+        )
+        return table.to_pandas()
+
+    def read_for_dates(self, name: str, dates: Iterable[date], columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Rows of a day-partitioned table for the given days only (partition pruning)."""
+        dates = sorted(set(dates))
+        if not dates:
+            return self._arrow(name, pd.DataFrame(columns=TABLES[name].schema.names)).select(
+                list(columns or TABLES[name].schema.names)
+            ).to_pandas()
+        return self.read(name, columns=columns, files=f"order_date IN ({dates_literal(dates)})").to_pandas()
+
+    def order_dates_of_products(self, product_ids: Sequence[int]) -> set[date]:
+        """Days with an order line of one of ``product_ids`` (projected scan of two columns)."""
+        if len(product_ids) == 0:
+            return set()
+        table = self.read(
+            "silver_order_lines",
+            columns=["order_date"],
+            rows=pads.field("product_id").isin(pa.array(sorted(set(product_ids)), pa.int64())),
+        )
+        return set(table.column("order_date").unique().to_pylist())
+
+    # -- gold watermark -------------------------------------------------------------------
+    def gold_watermark(self) -> dict[str, int | None]:
+        """The silver versions gold was last brought up to date with."""
+        dt = self.table("revenue_anomalies")
+        return {
+            t: dt.transaction_version(GOLD_WATERMARK_APP.format(table=t))
+            for t in ("silver_orders", "silver_products")
+        }
+
+    def watermark_txns(self, versions: Mapping[str, int]) -> list[str]:
+        return [f"{GOLD_WATERMARK_APP.format(table=t)}={v}" for t, v in versions.items()]
+
+    def commit_metadata_since(self, name: str, version: int) -> list[dict[str, Any]] | None:
+        """Commit infos of versions after ``version``, or None when the log no longer has them."""
+        dt = self.table(name)
+        current = dt.version()
+        if current <= version:
+            return []
+        try:
+            history = dt.history(limit=current - version)
+        except (DeltaError, OSError):
+            return None
+        found = {h.get("version") for h in history}
+        if not all(v in found for v in range(version + 1, current + 1)):
+            return None
+        return [h for h in history if h.get("version", -1) > version]
+
+    # -- files ----------------------------------------------------------------------------
+    def store_raw(self, batch_id: str, name: str, data: bytes, meta: Mapping[str, Any]) -> Path:
+        """Keep an immutable copy of a received file (content addressed; written once)."""
+        target = self.raw_path(batch_id, name)
+        if not target.exists():
+            atomic_write(target, data)
+            atomic_write(target.parent / "meta.json", json.dumps(dict(meta), indent=2).encode())
+        return target
+
+    def raw_batches(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Every raw copy with its metadata, in file-name order."""
+        found = []
+        if self.raw_dir.exists():
+            for meta_path in self.raw_dir.glob("*/*/meta.json"):
+                meta = json.loads(meta_path.read_text())
+                found.append((meta_path.parent / meta["name"], meta))
+        return sorted(found, key=lambda item: (item[1]["name"], item[1]["batch_id"]))
+
+    def store_quarantined(self, source: Path, data: bytes | None, name: str, reason: Mapping[str, Any]) -> Path:
+        """Copy a rejected file into quarantine/ with its ``.reason.json``; returns the new path."""
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / name
+        if target.exists() or target.is_symlink():
+            same = data is not None and target.is_file() and not target.is_symlink() and target.read_bytes() == data
+            if not same:
+                stem, dot, ext = name.partition(".")
+                target = self.quarantine_dir / f"{stem}.{str(reason['batch_id'])[:12]}{dot}{ext}"
+        if source.is_symlink():
+            if not target.is_symlink():
+                tmp = target.with_name(f".{target.name}.tmp")
+                tmp.unlink(missing_ok=True)
+                os.symlink(os.readlink(source), tmp)
+                os.replace(tmp, target)
+        elif data is not None:
+            atomic_write(target, data)
+        atomic_write(
+            target.with_name(target.name + ".reason.json"),
+            json.dumps(dict(reason), indent=2, default=str).encode(),
+        )
+        return target
+
+    def quarantined_files(self) -> list[Path]:
+        if not self.quarantine_dir.exists():
+            return []
+        return sorted(
+            p
+            for p in self.quarantine_dir.iterdir()
+            if not p.name.endswith(".reason.json") and not p.name.startswith((".", "_"))
+        )
+
+    def remove_tree(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def atomic_write(target: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, then rename: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def _commit(txns: Iterable[str], metadata: Mapping[str, str] | None) -> CommitProperties:
+    transactions = []
+    for txn in txns:
+        app_id, _, version = txn.partition("=")
+        transactions.append(Transaction(app_id=app_id, version=int(version or 1)))
+    return CommitProperties(
+        app_transactions=transactions or None,
+        custom_metadata=dict(metadata) if metadata else None,
+    )

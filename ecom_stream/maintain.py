@@ -1,0 +1,85 @@
+"""Table maintenance: compaction of small files, checkpoints, vacuum of unreferenced files."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from ecom_stream.config import Settings
+from ecom_stream.errors import EcomStreamError
+from ecom_stream.lake import TABLES, Lake
+from ecom_stream.lock import LakeLock
+
+__all__ = ["compact_if_needed", "maintain"]
+
+logger = logging.getLogger(__name__)
+SMALL_FILE_BYTES = 8 * 1024 * 1024
+
+
+def _small_files_by_partition(lake: Lake, name: str) -> Counter[str | None]:
+    actions = lake.table(name).get_add_actions(flatten=True)
+    sizes = actions.column("size_bytes").to_pylist()
+    partition_col = TABLES[name].partition_by[0] if TABLES[name].partition_by else None
+    parts = (
+        [str(p) for p in actions.column(f"partition.{partition_col}").to_pylist()]
+        if partition_col
+        else [None] * len(sizes)
+    )
+    return Counter(p for p, size in zip(parts, sizes, strict=True) if size < SMALL_FILE_BYTES)
+
+
+def compact_table(lake: Lake, name: str, *, min_files: int = 2) -> tuple[int, int]:
+    """Compact the partitions (or the table) holding at least ``min_files`` small files.
+
+    Returns (files before, files after). Only partitions that need it are rewritten, so the
+    cost follows the recent writes, not the size of the table.
+    """
+    before = lake.file_count(name)
+    small = _small_files_by_partition(lake, name)
+    partition_col = TABLES[name].partition_by[0] if TABLES[name].partition_by else None
+    dt = lake.table(name)
+    for part, count in small.items():
+        if count < min_files:
+            continue
+        filters = [(partition_col, "=", part)] if partition_col and part is not None else None
+        dt.optimize.compact(partition_filters=filters, target_size=64 * 1024 * 1024)
+        dt.update_incremental()
+    return before, lake.file_count(name)
+
+
+def compact_if_needed(lake: Lake, settings: Settings) -> list[str]:
+    """Between batches (daemon): compact tables that gained many small files."""
+    done = []
+    for name in TABLES:
+        small = _small_files_by_partition(lake, name)
+        if sum(small.values()) >= settings.maintain_every_commits or any(
+            c >= max(4, settings.maintain_every_commits // 5) for c in small.values()
+        ):
+            before, after = compact_table(lake, name, min_files=2)
+            done.append(f"{TABLES[name].path}: {before} -> {after} files")
+            logger.info("compacted %s: %d -> %d files", TABLES[name].path, before, after)
+    return done
+
+
+def maintain(settings: Settings, *, dry_run: bool = False) -> list[str]:
+    """Compact every table, write a checkpoint, vacuum files older than the retention."""
+    lake = Lake(settings.lake_dir)
+    if not lake.exists():
+        raise EcomStreamError(f"no lake at {lake.root}: nothing to maintain")
+    lines = []
+    with LakeLock(lake.lock_path, "maintain"):
+        for name, spec in TABLES.items():
+            if dry_run:
+                before = after = lake.file_count(name)
+            else:
+                before, after = compact_table(lake, name)
+                lake.table(name).create_checkpoint()
+            removed = lake.table(name).vacuum(
+                retention_hours=settings.vacuum_retention_hours,
+                dry_run=dry_run,
+                enforce_retention_duration=False,
+                full=True,
+            )
+            verb = "would delete" if dry_run else "deleted"
+            lines.append(f"{spec.path}: files {before} -> {after}; vacuum {verb} {len(removed)} old files")
+    return lines

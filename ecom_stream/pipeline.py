@@ -1,0 +1,596 @@
+"""Chains the stages for a set of batch files: read -> validate -> clean -> merge -> gold -> ledger.
+
+Crash safety: every commit is either idempotent by nature (newer-wins merges, gold recomputed
+from silver) or carries a Delta app transaction keyed by the file's arrival id; the ledger row
+is the last commit and the source file is removed only after it. A marker file lists the
+arrivals of the micro-batch in flight, so after a crash only those are checked for commits
+that already happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+
+from ecom_stream import clean, refresh
+from ecom_stream.refresh import AFFECTED_KEY, GoldRefresher
+from ecom_stream import schema as S
+from ecom_stream.config import Settings
+from ecom_stream.errors import BatchError, BatchReadError
+from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write
+from ecom_stream.read import FileKind, classify, parse_records, read_bytes
+
+__all__ = ["FileOutcome", "Pipeline", "arrival_id_of"]
+
+logger = logging.getLogger(__name__)
+TXN = "ecom-stream:arrival:{arrival}"
+DONE_OUTCOMES = ("merged", "quarantined", "empty")
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file."""
+
+    name: str
+    entity: str | None
+    batch_id: str
+    arrival_id: str
+    outcome: str  # merged | quarantined | duplicate | empty | recovered
+    reason: str | None = None
+    rows_in: int = 0
+    rows_merged: int = 0
+    rows_rejected: int = 0
+    rows_rescued: int = 0
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    timings: dict[str, float] = field(default_factory=dict)
+    quarantined_as: str | None = None
+    source: Path | None = None
+
+    def log_line(self) -> str:
+        t = self.timings
+        parts = [f"batch {self.name}: {self.outcome}", f"entity={self.entity or '-'}"]
+        if self.outcome in ("merged", "empty"):
+            parts.append(
+                f"rows={self.rows_in} merged={self.rows_merged} rejected={self.rows_rejected}"
+                + (f" rescued={self.rows_rescued}" if self.rows_rescued else "")
+            )
+        if self.reason:
+            parts.append(f"reason={self.reason!r}")
+        parts.append(
+            "ms read={:.0f} validate={:.0f} merge={:.0f} gold={:.0f}".format(
+                t.get("read_ms", 0), t.get("validate_ms", 0), t.get("merge_ms", 0), t.get("gold_ms", 0)
+            )
+        )
+        return " ".join(parts)
+
+
+@dataclass
+class _Parsed:
+    path: Path
+    name: str
+    entity: str
+    batch_id: str
+    arrival_id: str
+    records: list[dict[str, Any]]
+    received_at: datetime
+    read_ms: float
+
+
+def arrival_id_of(batch_id: str, path: Path) -> str:
+    """Identifies one arrival of a file (its bytes, name and inode), stable across restarts."""
+    try:
+        st = os.lstat(path)
+        stamp = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+    except OSError:
+        stamp = "gone"
+    return hashlib.sha256(f"{batch_id}:{path.name}:{stamp}".encode()).hexdigest()[:32]
+
+
+class Pipeline:
+    """Processes batch files into the lake; one instance per process (one writer per lake)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        keep_source: bool = False,
+        received_at: Callable[[Path], datetime | None] | None = None,
+    ) -> None:
+        from ecom_stream.validate import Validator  # GX is heavy: imported only by writers
+
+        self.settings = settings
+        self.lake = Lake(settings.lake_dir)
+        self.lake.ensure_tables()
+        self.validator = Validator(settings)
+        self.gold = GoldRefresher(self.lake, settings)
+        self.keep_source = keep_source
+        self._received_at = received_at
+        self._done_batches: set[str] = set()
+        self._arrivals: set[str] = set()
+        self._load_ledger()
+        self._suspects = self._load_inflight()
+
+    # -- state ----------------------------------------------------------------------------
+    def _load_ledger(self) -> None:
+        ledger = self.lake.read_pandas("ledger", columns=["batch_id", "arrival_id", "outcome", "finished_at"])
+        self._arrivals = set(ledger["arrival_id"])
+        last = ledger.sort_values("finished_at", kind="stable").drop_duplicates("batch_id", keep="last")
+        self._done_batches = set(last.loc[last["outcome"].isin(DONE_OUTCOMES), "batch_id"])
+
+    def _load_inflight(self) -> set[str]:
+        try:
+            return set(json.loads(self.lake.inflight_path.read_text())["arrivals"])
+        except (OSError, ValueError, KeyError):
+            return set()
+
+    def _already_done(self, batch_id: str) -> bool:
+        """Merged, quarantined or empty before, and not requeued since (checked in the ledger,
+        because ``requeue`` may run while this process is up)."""
+        if batch_id not in self._done_batches:
+            return False
+        rows = self.lake.read_pandas(
+            "ledger", columns=["outcome", "finished_at"], rows=pads.field("batch_id") == batch_id
+        )
+        last = rows.sort_values("finished_at", kind="stable")["outcome"].iloc[-1] if len(rows) else None
+        if last in DONE_OUTCOMES:
+            return True
+        self._done_batches.discard(batch_id)
+        return False
+
+    # -- entry point ----------------------------------------------------------------------
+    def process(
+        self,
+        paths: Iterable[Path],
+        *,
+        on_outcome: Callable[[FileOutcome], None] | None = None,
+    ) -> list[FileOutcome]:
+        """Process files in micro-batches: products first, then orders, each in name order.
+
+        The result equals processing them one by one: merges are newer-wins, rows are rejected
+        before duplicate keys are reduced, and batch verdicts are per file.
+        """
+        ordered = sorted(paths, key=lambda p: (0 if p.name.lower().startswith("products") else 1, p.name))
+        outcomes: list[FileOutcome] = []
+        finals: list[FileOutcome] = []
+        group: list[_Parsed] = []
+        seen: set[str] = set()
+
+        def flush() -> None:
+            nonlocal group, finals
+            done = self._commit_microbatch(group, finals)
+            for o in done:
+                logger.info("%s", o.log_line())
+                if on_outcome:
+                    on_outcome(o)
+            outcomes.extend(done)
+            group, finals = [], []
+
+        for path in ordered:
+            item = self._intake(path, seen)
+            if item is None:
+                continue
+            if isinstance(item, FileOutcome):
+                finals.append(item)
+            else:
+                if group and (
+                    group[0].entity != item.entity
+                    or len(group) >= self.settings.microbatch_max_files
+                    or sum(len(g.records) for g in group) + len(item.records) > self.settings.microbatch_max_rows
+                ):
+                    flush()
+                group.append(item)
+            if len(finals) >= self.settings.microbatch_max_files:
+                flush()
+        if group or finals:
+            flush()
+        return outcomes
+
+    def quarantine_path(self, path: Path, reason: str) -> FileOutcome | None:
+        """Quarantine one file outright (for example after repeated unexpected failures)."""
+        kind = classify(path.name)
+        try:
+            data: bytes | None = read_bytes(path, self.settings.max_file_bytes)
+        except FileNotFoundError:
+            return None
+        except BatchError:
+            data = None
+        batch_id = hashlib.sha256((data or b"") + f"\0{path.name}".encode()).hexdigest()
+        outcome = self._quarantine_unread(path, kind, data, batch_id, arrival_id_of(batch_id, path),
+                                          reason, datetime.now(UTC))
+        return self._commit_microbatch([], [outcome])[0]
+
+    # -- stage 1: one file ----------------------------------------------------------------
+    def _intake(self, path: Path, seen: set[str]) -> _Parsed | FileOutcome | None:
+        kind = classify(path.name)
+        if kind.action == "ignore" or (path.is_dir() and not path.is_symlink()):
+            return None
+        started = time.perf_counter()
+        received = (self._received_at(path) if self._received_at else None) or datetime.now(UTC)
+        try:
+            data = read_bytes(path, self.settings.max_file_bytes)
+        except FileNotFoundError:
+            return None  # moved away since it was listed
+        except BatchError as exc:
+            return self._unreadable(path, kind, None, exc.reason, received)
+        batch_id = hashlib.sha256(data).hexdigest()
+        arrival = arrival_id_of(batch_id, path)
+        if arrival in self._arrivals:
+            # Recorded before a crash or stop, but not yet removed from landing.
+            self._remove_source(path)
+            return None
+        if batch_id in seen or self._already_done(batch_id):
+            return FileOutcome(path.name, kind.entity, batch_id, arrival, "duplicate",
+                               reason="same bytes as a batch already processed", received_at=received,
+                               source=path)
+        seen.add(batch_id)
+        if kind.action == "quarantine":
+            return self._quarantine_unread(path, kind, data, batch_id, arrival, kind.reason or "", received)
+        try:
+            records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
+        except BatchReadError as exc:
+            return self._quarantine_unread(path, kind, data, batch_id, arrival, exc.reason, received)
+        self.lake.store_raw(batch_id, path.name, data, _raw_meta(path.name, kind, batch_id, received))
+        read_ms = (time.perf_counter() - started) * 1000
+        if not records:
+            return FileOutcome(path.name, kind.entity, batch_id, arrival, "empty", received_at=received,
+                               timings={"read_ms": read_ms}, source=path)
+        return _Parsed(path, path.name, kind.entity or "", batch_id, arrival, records, received, read_ms)
+
+    def _unreadable(self, path: Path, kind: FileKind, data: bytes | None, reason: str, received: datetime) -> FileOutcome:
+        target = os.readlink(path) if path.is_symlink() else ""
+        batch_id = hashlib.sha256((data or b"") + f"\0{path.name}\0{target}\0{reason}".encode()).hexdigest()
+        arrival = arrival_id_of(batch_id, path)
+        if arrival in self._arrivals:
+            self._remove_source(path)
+            return FileOutcome(path.name, kind.entity, batch_id, arrival, "recovered")
+        return self._quarantine_unread(path, kind, data, batch_id, arrival, reason, received)
+
+    def _quarantine_unread(
+        self, path: Path, kind: FileKind, data: bytes | None, batch_id: str, arrival: str,
+        reason: str, received: datetime,
+    ) -> FileOutcome:
+        if data is not None:
+            self.lake.store_raw(batch_id, path.name, data, _raw_meta(path.name, kind, batch_id, received))
+        outcome = FileOutcome(path.name, kind.entity, batch_id, arrival, "quarantined", reason=reason,
+                              received_at=received, source=path)
+        self._quarantine_file(outcome, data, {"failed_checks": [{"check": "readable", "observed": reason}]})
+        return outcome
+
+    def _quarantine_file(self, outcome: FileOutcome, data: bytes | None, details: dict[str, Any]) -> None:
+        reason = {
+            "file": outcome.name,
+            "batch_id": outcome.batch_id,
+            "entity": outcome.entity,
+            "reason": outcome.reason,
+            **details,
+            "quarantined_at": datetime.now(UTC).isoformat(),
+            "fix": "fix the file, then `ecom-stream requeue NAME` (or drop the fixed file into landing)",
+        }
+        assert outcome.source is not None
+        target = self.lake.store_quarantined(outcome.source, data, outcome.name, reason)
+        outcome.quarantined_as = target.name
+
+    # -- stage 2: one micro-batch ---------------------------------------------------------
+    def _commit_microbatch(self, group: list[_Parsed], finals: list[FileOutcome]) -> list[FileOutcome]:
+        arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
+        atomic_write(self.lake.inflight_path, json.dumps({"arrivals": arrivals}).encode())
+        outcomes = self._merge_group(group) if group else []
+        outcomes += finals
+        quarantined = [o for o in outcomes if o.outcome == "quarantined"]
+        if quarantined:
+            self._append_once("quarantine_records", _quarantine_rows(quarantined), quarantined)
+        versions = {k: v for k, v in self.lake.versions().items() if k.startswith(("silver", "daily", "revenue"))}
+        self._append_ledger(outcomes, versions, len(group) + len(finals))
+        for o in outcomes:
+            self._arrivals.add(o.arrival_id)
+            if o.outcome in DONE_OUTCOMES:
+                self._done_batches.add(o.batch_id)
+            if o.source is not None:
+                self._remove_source(o.source)
+        self.lake.inflight_path.unlink(missing_ok=True)
+        self._suspects -= set(arrivals)
+        return outcomes
+
+    def _merge_group(self, group: list[_Parsed]) -> list[FileOutcome]:
+        entity = group[0].entity
+        key = S.KEYS[entity]
+        t0 = time.perf_counter()
+        raw = clean.records_frame(entity, [g.records for g in group])
+        typed = clean.typed_view(entity, raw)
+        present = [set().union(*map(dict.keys, g.records)) for g in group]
+        reports = self.validator.validate(entity, typed, present)
+        t1 = time.perf_counter()
+
+        outcomes = [
+            FileOutcome(g.name, entity, g.batch_id, g.arrival_id, "merged", rows_in=len(g.records),
+                        received_at=g.received_at, source=g.path, timings={"read_ms": g.read_ms})
+            for g in group
+        ]
+        bad_files = {r.file_index for r in reports if r.quarantine_reasons}
+        reject_reason = np.full(len(typed), None, dtype=object)
+        for report in reports:
+            for pos, reason in report.rejected.items():
+                reject_reason[pos] = reason
+        for name, mask in clean.row_rules(entity, typed).items():
+            if self.settings.policies.get(name) != "warn":
+                reject_reason[(reject_reason == None) & mask] = name  # noqa: E711
+        file_idx = typed["_file"].to_numpy()
+        in_bad_file = np.isin(file_idx, list(bad_files))
+        rejected = (reject_reason != None) & ~in_bad_file  # noqa: E711
+        accepted = ~rejected & ~in_bad_file
+
+        for i, o in enumerate(outcomes):
+            rows = file_idx == i
+            o.rows_rescued = int(raw.loc[rows, "_rescued"].notna().sum())
+            if i in bad_files:
+                o.outcome = "quarantined"
+                o.reason = "; ".join(reports[i].quarantine_reasons)
+            else:
+                o.rows_rejected = int((rejected & rows).sum())
+                o.rows_merged = int((accepted & rows).sum())
+
+        # Bronze keeps every row of every accepted file, rejected rows included.
+        keep_bronze = ~in_bad_file
+        self._append_once(BRONZE[entity], _bronze_rows(entity, raw[keep_bronze], group), [o for o in outcomes if o.outcome == "merged"])
+        if rejected.any():
+            self._append_once("rejected_rows", _rejected_rows(entity, raw, typed, reject_reason, rejected, group),
+                              [o for o in outcomes if o.rows_rejected])
+
+        typed_ok = typed[accepted].reset_index(drop=True)
+        warnings = self._merge_silver(entity, key, typed_ok)
+        t2 = time.perf_counter()
+        gold_ms = self.gold.bring_up_to_date()
+        t3 = time.perf_counter()
+
+        self._append_once("quality_validations", _quality_rows(group, reports, warnings, typed_ok), outcomes)
+        for i, o in enumerate(outcomes):
+            if o.outcome == "quarantined":
+                report = reports[i]
+                failed = [
+                    {"check": c.expectation, "policy": c.policy, "observed": c.observed, "sample": c.sample}
+                    for c in report.checks if not c.success and c.policy == "quarantine-batch"
+                ]
+                self._quarantine_file(o, group[i].path.read_bytes() if group[i].path.exists() else None,
+                                      {"failed_checks": failed})
+            self._store_gx_result(group[i], reports[i])
+            o.timings.update(validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms)
+        del t3
+        return outcomes
+
+    def _merge_silver(self, entity: str, key: str, typed_ok: pd.DataFrame) -> list[tuple[int, Any]]:
+        """Merge the accepted rows; returns domain warnings as (file index, CheckResult)."""
+        from ecom_stream.validate import domain_warnings
+
+        if typed_ok.empty:
+            return []
+        cleaned = (clean.clean_products if entity == "products" else clean.clean_orders)(typed_ok)
+        cleaned["_file"] = typed_ok["_file"].to_numpy()
+        batch = clean.newest_per_key(cleaned, key)
+        stored = self.lake.lookup(entity, batch[key].tolist())
+        winners = _newer_than_stored(batch, stored, key)
+        if winners.empty:
+            return []
+        stored_w = stored[stored[key].isin(winners[key])]
+        checks = domain_warnings(entity, winners.reset_index(drop=True), stored_w.reset_index(drop=True), self.settings)
+        warnings = [(int(winners["_file"].iloc[pos]), c) for c in checks for pos in (c.failing_rows[:1] if len(c.failing_rows) else [])]
+        if entity == "orders":
+            self._merge_orders(winners, stored_w)
+        else:
+            self._merge_products(winners, stored_w)
+        return warnings
+
+    def _merge_orders(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
+        old_dates = set(stored["order_date"])
+        new_dates = set(winners["order_date"])
+        affected = refresh.affected_dates_for_orders(winners, stored)
+        meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
+        lines = clean.order_lines(winners)
+        deletes = _removed_lines(winners, stored)
+        dates = old_dates | new_dates
+        self.lake.merge_lines(lines, deletes, dates=dates, metadata=meta)
+        self.lake.merge_upsert(
+            "silver_orders", winners, key="order_id",
+            target_filter=f"t.order_date IN ({_dates_sql(dates)})", metadata=meta,
+        )
+
+    def _merge_products(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
+        merged = winners.merge(stored[["product_id", "price", "category"]], on="product_id", how="left",
+                               suffixes=("", "_old"))
+        changed = merged[(merged["price"] != merged["price_old"]) | (merged["category"] != merged["category_old"])]
+        affected = self.lake.order_dates_of_products(changed["product_id"].tolist())
+        meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
+        self.lake.merge_upsert(SILVER["products"], winners, key="product_id", metadata=meta)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _append_once(self, table: str, rows: pd.DataFrame, owners: Sequence[FileOutcome]) -> None:
+        """Append rows tagged with their owners' arrival ids; after a crash, skip owners whose
+        rows were already committed (their app transaction is in the table)."""
+        owners = list(owners)
+        if not owners:
+            return
+        suspects = {o.arrival_id for o in owners if o.arrival_id in self._suspects}
+        done = {a for a in suspects if self.lake.has_txn(table, TXN.format(arrival=a))}
+        if done:
+            rows = rows[~rows["_arrival"].isin(done)]
+            owners = [o for o in owners if o.arrival_id not in done]
+        if not owners:
+            return
+        self.lake.append(table, rows.drop(columns=["_arrival"]),
+                         txns=[TXN.format(arrival=o.arrival_id) for o in owners])
+
+    def _append_ledger(self, outcomes: list[FileOutcome], versions: dict[str, int], files: int) -> None:
+        now = datetime.now(UTC)
+        rows = pd.DataFrame(
+            {
+                "batch_id": [o.batch_id for o in outcomes],
+                "arrival_id": [o.arrival_id for o in outcomes],
+                "file_name": [o.name for o in outcomes],
+                "entity": [o.entity for o in outcomes],
+                "outcome": [o.outcome for o in outcomes],
+                "reason": [o.reason for o in outcomes],
+                "rows_in": [o.rows_in for o in outcomes],
+                "rows_merged": [o.rows_merged for o in outcomes],
+                "rows_rejected": [o.rows_rejected for o in outcomes],
+                "rows_rescued": [o.rows_rescued for o in outcomes],
+                "table_versions": [json.dumps(versions)] * len(outcomes),
+                "received_at": pd.to_datetime([o.received_at for o in outcomes], utc=True),
+                "finished_at": pd.to_datetime([now] * len(outcomes), utc=True),
+                "read_ms": [o.timings.get("read_ms", 0.0) for o in outcomes],
+                "validate_ms": [o.timings.get("validate_ms", 0.0) for o in outcomes],
+                "merge_ms": [o.timings.get("merge_ms", 0.0) for o in outcomes],
+                "gold_ms": [o.timings.get("gold_ms", 0.0) for o in outcomes],
+                "micro_batch_files": [files] * len(outcomes),
+            }
+        )
+        if outcomes:
+            self.lake.append("ledger", rows)
+
+    def _store_gx_result(self, parsed: _Parsed, report: Any) -> None:
+        target = self.lake.raw_path(parsed.batch_id, parsed.name).parent / "gx_result.json"
+        atomic_write(target, json.dumps(report.to_json(), indent=1, default=str).encode())
+
+    def _remove_source(self, path: Path) -> None:
+        if self.keep_source:
+            return
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _raw_meta(name: str, kind: FileKind, batch_id: str, received: datetime) -> dict[str, Any]:
+    return {"name": name, "entity": kind.entity, "batch_id": batch_id, "received_at": received.isoformat()}
+
+
+def _dates_sql(dates: Iterable[date]) -> str:
+    return ", ".join(f"'{d.isoformat()}'" for d in sorted(dates))
+
+
+def _newer_than_stored(batch: pd.DataFrame, stored: pd.DataFrame, key: str) -> pd.DataFrame:
+    if stored.empty:
+        return batch
+    old = stored[[key, "_version_ts", "_row_hash"]].rename(columns={"_version_ts": "_v_old", "_row_hash": "_h_old"})
+    joined = batch.merge(old, on=key, how="left")
+    newer = (
+        joined["_v_old"].isna()
+        | (joined["_version_ts"] > joined["_v_old"])
+        | ((joined["_version_ts"] == joined["_v_old"]) & (joined["_row_hash"] > joined["_h_old"]))
+    )
+    return batch[newer.to_numpy()].reset_index(drop=True)
+
+
+def _removed_lines(winners: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """(order_id, line_no) pairs of lines that updated orders no longer have."""
+    if stored.empty:
+        return pd.DataFrame({c: [] for c in S.ORDER_LINES_SCHEMA.names})
+    both = winners[["order_id", "n_items"]].merge(
+        stored[["order_id", "n_items", "order_date"]], on="order_id", suffixes=("", "_old")
+    )
+    both = both[both["n_items_old"] > both["n_items"]]
+    extra = (both["n_items_old"] - both["n_items"]).to_numpy()
+    order_id = np.repeat(both["order_id"].to_numpy(), extra)
+    first = np.repeat(both["n_items"].to_numpy() + 1, extra)
+    offset = np.arange(int(extra.sum())) - np.repeat(np.cumsum(extra) - extra, extra)
+    return pd.DataFrame(
+        {
+            "order_id": order_id,
+            "line_no": first + offset,
+            "product_id": np.zeros(len(order_id), dtype=np.int64),
+            "quantity": np.zeros(len(order_id), dtype=np.int64),
+            "order_date": np.repeat(both["order_date"].to_numpy(), extra),
+        }
+    )
+
+
+def _loose(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _bronze_rows(entity: str, raw: pd.DataFrame, group: list[_Parsed]) -> pd.DataFrame:
+    out = pd.DataFrame({f: [_loose(v) for v in raw[f]] for f in S.FIELDS[entity]})
+    files = raw["_file"].to_numpy()
+    out["_rescued"] = raw["_rescued"].to_numpy()
+    out["_batch_id"] = np.array([g.batch_id for g in group], dtype=object)[files]
+    out["_source_file"] = np.array([g.name for g in group], dtype=object)[files]
+    out["_row_no"] = raw["_row_no"].to_numpy()
+    out["_ingested_at"] = pd.to_datetime(np.array([g.received_at for g in group], dtype=object)[files], utc=True)
+    out["_row_hash"] = raw["_row_hash"].to_numpy()
+    out["_arrival"] = np.array([g.arrival_id for g in group], dtype=object)[files]
+    return out
+
+
+def _rejected_rows(
+    entity: str, raw: pd.DataFrame, typed: pd.DataFrame, reasons: np.ndarray, mask: np.ndarray,
+    group: list[_Parsed],
+) -> pd.DataFrame:
+    files = typed["_file"].to_numpy()[mask]
+    row_no = typed["_row_no"].to_numpy()[mask]
+    key = S.KEYS[entity]
+    raw_json = [json.dumps(group[f].records[r], ensure_ascii=False, default=str) for f, r in zip(files, row_no, strict=True)]
+    return pd.DataFrame(
+        {
+            "entity": entity,
+            "batch_id": [group[f].batch_id for f in files],
+            "source_file": [group[f].name for f in files],
+            "row_no": row_no,
+            "key": [_loose(v) for v in raw[key].to_numpy()[mask]],
+            "reason": reasons[mask],
+            "raw": raw_json,
+            "rejected_at": pd.Timestamp.now(tz="UTC"),
+            "_arrival": [group[f].arrival_id for f in files],
+        }
+    )
+
+
+def _quality_rows(group: list[_Parsed], reports: list[Any], warnings: list[tuple[int, Any]], typed_ok: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    now = pd.Timestamp.now(tz="UTC")
+    per_file: list[list[Any]] = [list(r.checks) for r in reports]
+    for file_index, check in warnings:
+        per_file[file_index].append(check)
+    for i, checks in enumerate(per_file):
+        g = group[i]
+        for c in checks:
+            rows.append(
+                {
+                    "batch_id": g.batch_id, "source_file": g.name, "entity": g.entity,
+                    "expectation": c.expectation, "column": c.column, "policy": c.policy,
+                    "success": bool(c.success), "observed_value": c.observed,
+                    "unexpected_count": int(c.unexpected_count), "unexpected_percent": c.unexpected_percent,
+                    "element_count": int(c.element_count), "validated_at": now, "_arrival": g.arrival_id,
+                }
+            )
+    columns = [*S.QUALITY_SCHEMA.names, "_arrival"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _quarantine_rows(outcomes: list[FileOutcome]) -> pd.DataFrame:
+    now = pd.Timestamp.now(tz="UTC")
+    return pd.DataFrame(
+        {
+            "batch_id": [o.batch_id for o in outcomes],
+            "source_file": [o.name for o in outcomes],
+            "quarantined_as": [o.quarantined_as for o in outcomes],
+            "entity": [o.entity for o in outcomes],
+            "reason": [o.reason for o in outcomes],
+            "details": [json.dumps({"rows_in": o.rows_in}) for o in outcomes],
+            "quarantined_at": [now] * len(outcomes),
+            "_arrival": [o.arrival_id for o in outcomes],
+        }
+    )

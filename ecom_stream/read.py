@@ -1,0 +1,199 @@
+"""Turns one batch file into records plus batch metadata; raises ``BatchReadError`` with a precise reason."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ecom_stream.errors import BatchReadError
+
+__all__ = [
+    "FileKind",
+    "RawBatch",
+    "batch_id_of",
+    "canonical_json",
+    "classify",
+    "read_batch",
+    "row_hash",
+]
+
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".crdownload")
+JSON_SUFFIXES = (".json",)
+LINES_SUFFIXES = (".jsonl", ".ndjson")
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What a directory entry's name says about it."""
+
+    action: Literal["ignore", "batch", "quarantine"]
+    entity: str | None = None
+    fmt: Literal["array", "lines"] | None = None
+    reason: str | None = None
+
+
+@dataclass
+class RawBatch:
+    """One readable batch file."""
+
+    path: Path
+    name: str
+    entity: str
+    batch_id: str
+    size: int
+    records: list[dict[str, Any]]
+
+
+def classify(name: str) -> FileKind:
+    """Decide from the file name alone whether to ignore, read or quarantine it."""
+    lower = name.lower()
+    if name.startswith(".") or lower.endswith(TEMP_SUFFIXES) or lower.endswith("~"):
+        return FileKind("ignore")
+    if lower.endswith(".reason.json") or lower.endswith(".gx.json"):
+        return FileKind("ignore")
+    entity = "products" if lower.startswith("products") else "orders" if lower.startswith("orders") else None
+    if entity is None:
+        return FileKind(
+            "quarantine",
+            reason="unknown entity in the file name: it must start with 'products' or 'orders'",
+        )
+    if lower.endswith(JSON_SUFFIXES):
+        return FileKind("batch", entity, "array")
+    if lower.endswith(LINES_SUFFIXES):
+        return FileKind("batch", entity, "lines")
+    return FileKind(
+        "quarantine",
+        entity,
+        reason="unsupported extension: use .json (an array of objects) or .jsonl/.ndjson (one object a line)",
+    )
+
+
+def batch_id_of(data: bytes) -> str:
+    """A batch is identified by the SHA-256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(record: dict[str, Any]) -> str:
+    """Sorted keys, no spaces, UTF-8 kept: the same record always gives the same text."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def row_hash(record: dict[str, Any]) -> str:
+    """SHA-256 of the record's canonical JSON (independent of file and arrival)."""
+    return hashlib.sha256(canonical_json(record).encode()).hexdigest()
+
+
+def read_bytes(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes; symlinks, non-regular files, empty and oversized files raise."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise BatchReadError("symbolic link: links are never followed; copy the file itself instead")
+    if not stat.S_ISREG(st.st_mode):
+        raise BatchReadError("not a regular file")
+    if st.st_size > max_bytes:
+        raise BatchReadError(
+            f"file is {st.st_size:,} bytes, larger than the limit of {max_bytes:,} "
+            "(ECOM_MAX_FILE_BYTES); split it into smaller batches"
+        )
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BatchReadError(f"file grew past the limit of {max_bytes:,} bytes while being read")
+    if not data:
+        raise BatchReadError("empty file (0 bytes)")
+    return data
+
+
+def parse_records(data: bytes, fmt: str, max_depth: int) -> list[dict[str, Any]]:
+    """Decode and parse the batch; every element must be a JSON object."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BatchReadError(
+            f"not UTF-8: invalid byte 0x{data[exc.start]:02x} at offset {exc.start}; "
+            "re-encode the file as UTF-8"
+        ) from None
+    if not text.strip():
+        raise BatchReadError("empty file (only white space)")
+    records = _parse_array(text) if fmt == "array" else _parse_lines(text)
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise BatchReadError(
+                f"element {i} is a {_json_type(rec)}, not an object: a batch is an array of objects"
+            )
+        if _too_deep(rec, max_depth):
+            raise BatchReadError(f"element {i} is nested deeper than {max_depth} levels")
+    return records
+
+
+def read_batch(path: Path, kind: FileKind, *, max_bytes: int, max_depth: int) -> RawBatch:
+    """Read and parse one batch file (``kind`` from :func:`classify`)."""
+    data = read_bytes(path, max_bytes)
+    records = parse_records(data, kind.fmt or "array", max_depth)
+    return RawBatch(path, path.name, kind.entity or "", batch_id_of(data), len(data), records)
+
+
+def _parse_array(text: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BatchReadError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise BatchReadError("JSON nested too deeply to parse") from None
+    if not isinstance(value, list):
+        raise BatchReadError(
+            f"top level is a {_json_type(value)}, not an array: write [ {{...}}, {{...}} ] "
+            "or use .jsonl with one object a line"
+        )
+    return value
+
+
+def _parse_lines(text: str) -> list[Any]:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise BatchReadError(
+                f"invalid JSON Lines at line {lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        except RecursionError:
+            raise BatchReadError(f"line {lineno} is nested too deeply to parse") from None
+    return records
+
+
+def _too_deep(value: Any, max_depth: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

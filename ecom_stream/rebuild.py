@@ -1,0 +1,53 @@
+"""``ecom-stream rebuild``: replay the immutable raw copies into a fresh lake."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from ecom_stream.backfill import BackfillSummary, Progress
+from ecom_stream.config import Settings
+from ecom_stream.errors import ConfigError
+from ecom_stream.lake import Lake
+from ecom_stream.lock import LakeLock
+from ecom_stream.pipeline import Pipeline
+
+__all__ = ["rebuild"]
+
+
+def rebuild(settings: Settings, into: Path) -> BackfillSummary:
+    """Process every file in the lake's ``raw/`` into a new lake at ``into``.
+
+    The result has the same bronze, silver and gold tables as the live lake (batches are
+    order-independent, and each row keeps the time its file was first received).
+    """
+    source = Lake(settings.lake_dir)
+    if not source.raw_dir.is_dir():
+        raise ConfigError(f"no raw/ folder in {source.root}: nothing to rebuild from")
+    into = into.absolute()
+    if into == source.root:
+        raise ConfigError("--into must be a new folder, not the live lake")
+    if into.exists() and any(into.iterdir()):
+        raise ConfigError(f"{into} is not empty: pass a new folder for the rebuilt lake")
+    target = settings.replace(lake_dir=into)
+    files = [path for path, _ in source.raw_batches()]
+    summary = BackfillSummary()
+    started = datetime.now()
+    with LakeLock(Lake(into).lock_path, "rebuild"):
+        pipeline = Pipeline(target, keep_source=True, received_at=_received_at)
+        bar = Progress(len(files))
+        try:
+            pipeline.process(files, on_outcome=lambda o: (summary.add(o), bar.step(o)))
+        finally:
+            bar.close()
+    summary.seconds = (datetime.now() - started).total_seconds()
+    return summary
+
+
+def _received_at(path: Path) -> datetime | None:
+    try:
+        meta = json.loads((path.parent / "meta.json").read_text())
+        return datetime.fromisoformat(meta["received_at"])
+    except (OSError, ValueError, KeyError):
+        return None

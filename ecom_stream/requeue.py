@@ -1,0 +1,89 @@
+"""``ecom-stream requeue``: send quarantined files back to landing to be processed like new ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ecom_stream.config import Settings
+from ecom_stream.errors import ConfigError
+from ecom_stream.lake import Lake
+
+__all__ = ["requeue"]
+
+
+def requeue(settings: Settings, names: Sequence[str] | None) -> list[tuple[Path, Path]]:
+    """Move the named quarantined files (all when ``names`` is None) back to landing.
+
+    A ``requeued`` ledger row is written first, so the pipeline does not take the file for a
+    duplicate of the batch it quarantined before.
+    """
+    lake = Lake(settings.lake_dir)
+    available = {p.name: p for p in lake.quarantined_files()}
+    if names is None:
+        chosen = list(available.values())
+    else:
+        missing = [n for n in names if n not in available]
+        if missing:
+            listing = ", ".join(sorted(available)) or "none"
+            raise ConfigError(
+                f"not in quarantine: {', '.join(missing)} (quarantined files: {listing}; "
+                "see `ecom-stream quarantine`)"
+            )
+        chosen = [available[n] for n in names]
+    if not chosen:
+        return []
+    settings.landing_dir.mkdir(parents=True, exist_ok=True)
+    plans = []
+    for path in chosen:
+        reason_path = path.with_name(path.name + ".reason.json")
+        try:
+            reason = json.loads(reason_path.read_text())
+        except (OSError, ValueError):
+            reason = {}
+        plans.append((path, reason_path, reason))
+    lake.ensure_tables()
+    _record_requeue(lake, plans)
+    moved = []
+    for path, reason_path, reason in plans:
+        target = settings.landing_dir / str(reason.get("file") or path.name)
+        if target.exists():
+            target = settings.landing_dir / path.name
+        if path.is_symlink():
+            path.unlink()  # a link is never followed, so there is nothing to retry
+            reason_path.unlink(missing_ok=True)
+            continue
+        tmp = settings.landing_dir / f".{target.name}.requeue.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+        path.unlink()
+        reason_path.unlink(missing_ok=True)
+        moved.append((path, target))
+    return moved
+
+
+def _record_requeue(lake: Lake, plans: list[tuple[Path, Path, dict[str, object]]]) -> None:
+    now = datetime.now(UTC)
+    rows = pd.DataFrame(
+        {
+            "batch_id": [str(r.get("batch_id") or "") for _, _, r in plans],
+            "arrival_id": [f"requeue:{now.timestamp()}:{p.name}" for p, _, _ in plans],
+            "file_name": [str(r.get("file") or p.name) for p, _, r in plans],
+            "entity": [r.get("entity") for _, _, r in plans],
+            "outcome": "requeued",
+            "reason": "requeued by the user",
+            "rows_in": 0, "rows_merged": 0, "rows_rejected": 0, "rows_rescued": 0,
+            "table_versions": "{}",
+            "received_at": pd.Timestamp(now),
+            "finished_at": pd.Timestamp(now),
+            "read_ms": 0.0, "validate_ms": 0.0, "merge_ms": 0.0, "gold_ms": 0.0,
+            "micro_batch_files": 0,
+        }
+    )
+    lake.append("ledger", rows)

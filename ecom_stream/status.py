@@ -1,0 +1,89 @@
+"""Reads what the lake says about itself: tables, ledger outcomes, quarantine, daemon heartbeat."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ecom_stream.config import Settings
+from ecom_stream.lake import TABLES, Lake
+from ecom_stream.read import classify
+
+__all__ = ["backlog", "heartbeat", "lake_status", "quarantine_list"]
+
+
+def backlog(landing: Path) -> list[Path]:
+    """Batch files waiting in landing (temporary names and folders excluded), in name order."""
+    if not landing.is_dir():
+        return []
+    return sorted(
+        p for p in landing.iterdir()
+        if classify(p.name).action != "ignore" and (p.is_symlink() or not p.is_dir())
+    )
+
+
+def heartbeat(lake: Lake, stale_after: float) -> dict[str, Any] | None:
+    """The daemon's last heartbeat, with ``alive`` computed from its age."""
+    try:
+        beat = json.loads(lake.heartbeat_path.read_text())
+    except (OSError, ValueError):
+        return None
+    age = time.time() - float(beat.get("time", 0))
+    beat["age_seconds"] = round(age, 1)
+    beat["alive"] = age <= stale_after and not beat.get("stopped", False)
+    return beat
+
+
+def quarantine_list(lake: Lake) -> list[dict[str, Any]]:
+    """Quarantined files with their reasons (from the ``.reason.json`` beside each)."""
+    items = []
+    for path in lake.quarantined_files():
+        reason_path = path.with_name(path.name + ".reason.json")
+        try:
+            reason = json.loads(reason_path.read_text())
+        except (OSError, ValueError):
+            reason = {"reason": "(no reason file)"}
+        items.append(
+            {
+                "file": path.name,
+                "original_name": reason.get("file", path.name),
+                "entity": reason.get("entity"),
+                "batch_id": reason.get("batch_id"),
+                "reason": reason.get("reason"),
+                "quarantined_at": reason.get("quarantined_at"),
+            }
+        )
+    return items
+
+
+def lake_status(settings: Settings) -> dict[str, Any]:
+    """Everything ``ecom-stream status`` prints."""
+    lake = Lake(settings.lake_dir)
+    result: dict[str, Any] = {"lake": str(lake.root), "landing": str(settings.landing_dir.absolute())}
+    if not lake.exists():
+        result["tables"] = {}
+        result["message"] = "the lake is empty: run `ecom-stream backfill` or `ecom-stream watch`"
+    else:
+        tables = {}
+        for name, spec in TABLES.items():
+            try:
+                tables[spec.path] = {
+                    "version": lake.version(name),
+                    "rows": lake.count(name),
+                    "files": lake.file_count(name),
+                }
+            except Exception as exc:  # a table being created right now, or damaged
+                tables[spec.path] = {"error": str(exc)}
+        result["tables"] = tables
+        ledger = lake.read_pandas("ledger", columns=["outcome", "finished_at", "file_name"])
+        result["batches"] = {k: int(v) for k, v in ledger["outcome"].value_counts().items()}
+        result["newest_batch_at"] = None if ledger.empty else ledger["finished_at"].max().isoformat()
+        result["newest_batch_file"] = (
+            None if ledger.empty else ledger.sort_values("finished_at")["file_name"].iloc[-1]
+        )
+    result["quarantine"] = quarantine_list(lake)
+    result["backlog"] = len(backlog(settings.landing_dir))
+    result["daemon"] = heartbeat(lake, settings.heartbeat_stale_seconds)
+    return result

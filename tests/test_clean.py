@@ -1,0 +1,140 @@
+"""The cleaning rules, one by one, on the pure transforms (no lake needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecom_stream import clean
+
+
+def typed(entity: str, *records: dict[str, Any]) -> pd.DataFrame:
+    return clean.typed_view(entity, clean.records_frame(entity, [list(records)]))
+
+
+def product(**kw: Any) -> dict[str, Any]:
+    return {"product_id": 1, "name": "Acme Phone", "category": "Electronics", "price": 10.0,
+            "rating": 4.0, "stock": 5, "created_at": "2026-01-01T00:00:00", **kw}
+
+
+def order(**kw: Any) -> dict[str, Any]:
+    return {"order_id": 1, "customer_id": 7, "product_ids": [1, 2], "quantities": [1, 2],
+            "total": 30.0, "status": "pending", "payment_method": "paypal",
+            "shipping_city": "Chicago", "created_at": "2026-03-04T23:30:00", **kw}
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [(12.5, 12.5), ("12.50", 12.5), ("1e3", 1000.0), (" 7 ", 7.0), (3, 3.0), ("N/A", None),
+     ("$12", None), ("", None), ("NaN", None), ("Infinity", None), (True, None), (None, None),
+     ([1], None), ("0x10", None)],
+)
+def test_number_parsing(raw: Any, parsed: float | None) -> None:
+    value = clean.parse_number(pd.Series([raw], dtype=object)).iloc[0]
+    assert (np.isnan(value) if parsed is None else value == parsed)
+
+
+@pytest.mark.parametrize(
+    ("raw", "valid"),
+    [(1, True), (2**63 - 1, True), (-5, True), (2**63, False), ("1", False), (1.0, False),
+     (True, False), (None, False)],
+)
+def test_keys_must_be_json_int64(raw: Any, valid: bool) -> None:
+    assert clean.parse_key(pd.Series([raw], dtype=object)).notna().iloc[0] == valid
+
+
+def test_product_cleaning() -> None:
+    t = typed("products",
+              product(product_id=1, name="  acme   PHONE ", category=" electronics "),
+              product(product_id=2, category=None, rating=7.5, price="30"),
+              product(product_id=3, rating=None, price=600, stock="4"))
+    out = clean.clean_products(t)
+    assert out["name"].tolist()[0] == "Acme Phone"
+    assert out["category"].tolist() == ["Electronics", "Unknown", "Electronics"]
+    assert out["rating"].tolist()[:2] == [4.0, 5.0]
+    assert np.isnan(out["rating"].iloc[2])
+    assert out["price_tier"].tolist() == ["Budget", "Mid-Range", "Luxury"]
+    assert out["stock"].tolist() == [5, 5, 4]
+
+
+@pytest.mark.parametrize(
+    ("price", "tier"), [(0.01, "Budget"), (25, "Budget"), (25.01, "Mid-Range"), (100, "Mid-Range"),
+                        (100.5, "Premium"), (500, "Premium"), (500.01, "Luxury")],
+)
+def test_price_tier_bounds(price: float, tier: str) -> None:
+    assert clean.price_tier(pd.Series([float(price)])).iloc[0] == tier
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rule"),
+    [({"product_id": "9"}, "products_product_id_valid_key"),
+     ({"price": "N/A"}, "products_price_positive"),
+     ({"price": None}, "products_price_positive"),
+     ({"price": -3}, "products_price_positive"),
+     ({"price": 0}, "products_price_positive"),
+     ({"stock": -1}, "products_stock_non_negative_integer"),
+     ({"stock": 2.5}, "products_stock_non_negative_integer"),
+     ({"stock": "many"}, "products_stock_non_negative_integer")],
+)
+def test_product_row_rules(overrides: dict[str, Any], rule: str) -> None:
+    rules = clean.row_rules("products", typed("products", product(**overrides)))
+    assert [name for name, mask in rules.items() if mask[0]] == [rule]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rule"),
+    [({"order_id": None}, "orders_order_id_valid_key"),
+     ({"customer_id": None}, "orders_customer_id_present"),
+     ({"total": None}, "orders_total_non_negative"),
+     ({"total": "abc"}, "orders_total_non_negative"),
+     ({"total": -0.01}, "orders_total_non_negative"),
+     ({"product_ids": [], "quantities": []}, "orders_lines_well_formed"),
+     ({"quantities": [1]}, "orders_lines_well_formed"),
+     ({"quantities": [1, 0]}, "orders_lines_well_formed"),
+     ({"created_at": "yesterday"}, "orders_created_at_parseable")],
+)
+def test_order_row_rules(overrides: dict[str, Any], rule: str) -> None:
+    rules = clean.row_rules("orders", typed("orders", order(**overrides)))
+    assert [name for name, mask in rules.items() if mask[0]] == [rule]
+
+
+def test_order_cleaning_and_lines() -> None:
+    t = typed("orders", order(status=" Shipped "), order(order_id=2, status="lost", total="0",
+                                                          created_at="2026-03-05T01:00:00+02:00"))
+    out = clean.clean_orders(t)
+    assert out["status"].tolist() == ["shipped", "unknown"]
+    assert [str(d) for d in out["order_date"]] == ["2026-03-04", "2026-03-04"]  # UTC date
+    assert out["order_month"].tolist() == ["2026-03", "2026-03"]
+    assert out["order_dow"].tolist() == ["Wednesday", "Wednesday"]
+    assert out["order_hour"].tolist() == [23, 23]
+    assert out["n_items"].tolist() == [2, 2]
+    lines = clean.order_lines(out)
+    assert lines["line_no"].tolist() == [1, 2, 1, 2]
+    assert lines["quantity"].tolist() == [1, 2, 1, 2]
+
+
+def test_newest_per_key_uses_version_then_hash() -> None:
+    t = typed("orders",
+              order(status="pending", updated_at="2026-03-05T00:00:00"),
+              order(status="shipped", updated_at="2026-03-06T00:00:00"),
+              order(status="confirmed", updated_at="2026-03-05T12:00:00"))
+    out = clean.newest_per_key(clean.clean_orders(t), "order_id")
+    assert out["status"].tolist() == ["shipped"]
+    # A tie on the timestamp is broken by the larger row hash, whatever the input order.
+    tie = [order(status=s, updated_at="2026-03-05T00:00:00") for s in ("pending", "delivered")]
+    a = clean.newest_per_key(clean.clean_orders(typed("orders", *tie)), "order_id")
+    b = clean.newest_per_key(clean.clean_orders(typed("orders", *tie[::-1])), "order_id")
+    assert a["status"].tolist() == b["status"].tolist()
+
+
+def test_missing_updated_at_uses_created_at() -> None:
+    t = typed("orders", order(updated_at=None))
+    assert t["_version_ts"].iloc[0] == t["created_at"].iloc[0]
+
+
+def test_unknown_fields_are_rescued() -> None:
+    raw = clean.records_frame("orders", [[order(coupon="X1"), order(order_id=2)]])
+    assert raw["_rescued"].tolist() == ['{"coupon": "X1"}', None]

@@ -1,0 +1,85 @@
+"""File names and contents: what is read, ignored or quarantined, and why."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ecom_stream.errors import BatchReadError
+from ecom_stream.read import canonical_json, classify, parse_records, read_bytes, row_hash
+
+
+@pytest.mark.parametrize(
+    ("name", "action", "entity", "fmt"),
+    [
+        ("products-000001.json", "batch", "products", "array"),
+        ("orders-000001.json", "batch", "orders", "array"),
+        ("orders_2026.jsonl", "batch", "orders", "lines"),
+        ("Orders-1.NDJSON", "batch", "orders", "lines"),
+        (".orders-1.json", "ignore", None, None),
+        ("orders-1.json.tmp", "ignore", None, None),
+        ("orders-1.json.part", "ignore", None, None),
+        ("orders-1.json.partial", "ignore", None, None),
+        ("customers-1.json", "quarantine", None, None),
+        ("orders-1.csv", "quarantine", "orders", None),
+        ("orders-1", "quarantine", "orders", None),
+    ],
+)
+def test_classify(name: str, action: str, entity: str | None, fmt: str | None) -> None:
+    kind = classify(name)
+    assert kind.action == action
+    assert kind.entity == entity
+    assert kind.fmt == fmt
+    if action == "quarantine":
+        assert kind.reason
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "message"),
+    [
+        (b"[{\"a\": 1},\n {\"a\": }]", "array", "invalid JSON at line 2, column"),
+        (b"{\"a\": 1}", "array", "not an array"),
+        (b"[1, 2]", "array", "element 0 is a number, not an object"),
+        (b"\xff\xfe[]", "array", "not UTF-8"),
+        (b"   \n", "array", "empty file"),
+        (b"{\"a\": 1}\n{\"a\": \n", "lines", "invalid JSON Lines at line 2"),
+        (b"[" + b"[" * 40 + b"]" * 40 + b"]", "array", "not an object"),
+        (b"[{\"a\":" + b"[" * 40 + b"]" * 40 + b"}]", "array", "nested deeper than 32"),
+    ],
+)
+def test_parse_errors_are_precise(data: bytes, fmt: str, message: str) -> None:
+    with pytest.raises(BatchReadError, match=message.replace("(", r"\(")):
+        parse_records(data, fmt, max_depth=32)
+
+
+def test_bom_is_accepted_and_lines_skip_blank() -> None:
+    assert parse_records(b"\xef\xbb\xbf[{\"a\": 1}]", "array", 32) == [{"a": 1}]
+    assert parse_records(b"{\"a\": 1}\n\n{\"a\": 2}\n", "lines", 32) == [{"a": 1}, {"a": 2}]
+    assert parse_records(b"[]", "array", 32) == []
+
+
+def test_read_bytes_refuses_links_empty_and_large(tmp_path: Path) -> None:
+    real = tmp_path / "orders-1.json"
+    real.write_bytes(b"[]")
+    link = tmp_path / "orders-2.json"
+    os.symlink(real, link)
+    with pytest.raises(BatchReadError, match="symbolic link"):
+        read_bytes(link, 100)
+    empty = tmp_path / "orders-3.json"
+    empty.write_bytes(b"")
+    with pytest.raises(BatchReadError, match="empty file"):
+        read_bytes(empty, 100)
+    big = tmp_path / "orders-4.json"
+    big.write_bytes(b"[" + b" " * 200 + b"]")
+    with pytest.raises(BatchReadError, match="larger than the limit"):
+        read_bytes(big, 100)
+
+
+def test_row_hash_ignores_key_order() -> None:
+    a = {"order_id": 1, "total": 2.5, "status": "pending"}
+    b = {"status": "pending", "total": 2.5, "order_id": 1}
+    assert canonical_json(a) == canonical_json(b)
+    assert row_hash(a) == row_hash(b)
+    assert row_hash(a) != row_hash({**a, "total": 2.51})
