@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecom_stream.read import canonical_json
+from ecom_stream.read import row_hash
 from ecom_stream.schema import (
     CATEGORIES,
     FIELDS,
@@ -47,11 +47,7 @@ def records_frame(entity: str, files: Sequence[Sequence[dict[str, Any]]]) -> pd.
     cols["_row_no"] = np.concatenate(
         [np.arange(len(r), dtype=np.int64) for r in files] or [np.empty(0, np.int64)]
     )
-    import hashlib
-
-    cols["_row_hash"] = pd.Series(
-        [hashlib.sha256(canonical_json(r).encode()).hexdigest() for r in records], dtype=object
-    )
+    cols["_row_hash"] = pd.Series([row_hash(r) for r in records], dtype=object)
     known_set = set(known)
     present = set().union(*map(dict.keys, records)) if records else set()
     if present - known_set:

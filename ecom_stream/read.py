@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
+
 from ecom_stream.errors import BatchReadError
 
 __all__ = [
@@ -79,14 +81,18 @@ def batch_id_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def canonical_json(record: dict[str, Any]) -> str:
-    """Sorted keys, no spaces, UTF-8 kept: the same record always gives the same text."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical_json(record: dict[str, Any]) -> bytes:
+    """Sorted keys, no spaces, UTF-8: the same record always gives the same bytes.
+
+    orjson does this about five times faster than ``json.dumps(sort_keys=True)``, and hashing
+    every row is on the hot path of a backfill.
+    """
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
 
 def row_hash(record: dict[str, Any]) -> str:
     """SHA-256 of the record's canonical JSON (independent of file and arrival)."""
-    return hashlib.sha256(canonical_json(record).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(record)).hexdigest()
 
 
 def read_bytes(path: Path, max_bytes: int) -> bytes:
