@@ -21,18 +21,29 @@ logger = logging.getLogger(__name__)
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--landing", metavar="PATH", help="drop folder (default ./landing, env ECOM_LANDING)")
-    common.add_argument("--lake", metavar="PATH", help="lake folder (default ./lake, env ECOM_LAKE)")
-    common.add_argument("--log-json", action="store_true", default=None, help="log one JSON object per line")
-    common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
-    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    """Global options, accepted before or after the subcommand.
 
+    Subcommands get SUPPRESS defaults so that they do not overwrite a value given before them.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    none = None if defaults else argparse.SUPPRESS
+    common.add_argument("--landing", metavar="PATH", default=none,
+                        help="drop folder (default ./landing, env ECOM_LANDING)")
+    common.add_argument("--lake", metavar="PATH", default=none, help="lake folder (default ./lake, env ECOM_LAKE)")
+    common.add_argument("--log-json", action="store_true", default=none, help="log one JSON object per line")
+    common.add_argument("--log-level", metavar="LEVEL", default=none, help="DEBUG, INFO (default), WARNING, ERROR")
+    common.add_argument("-v", "--verbose", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common(defaults=False)
     parser = argparse.ArgumentParser(
         prog="ecom-stream",
         description="Incremental e-commerce pipeline: JSON batches -> Great Expectations -> Delta Lake.",
-        parents=[common],
+        parents=[_common(defaults=True)],
     )
     parser.add_argument("--version", action="version", version=f"ecom-stream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -286,8 +286,8 @@ class Lake:
         """Replace the lines of updated orders: upsert ``lines`` by (order_id, line_no) and
         delete the (order_id, line_no) pairs in ``deletes`` (lines an order no longer has)."""
         name = "silver_order_lines"
-        new = self._arrow(name, lines).append_column("_delete", pa.array([False] * len(lines)))
-        gone = self._arrow(name, deletes).append_column("_delete", pa.array([True] * len(deletes)))
+        new = self._arrow(name, lines).append_column("_delete", pa.array([False] * len(lines), pa.bool_()))
+        gone = self._arrow(name, deletes).append_column("_delete", pa.array([True] * len(deletes), pa.bool_()))
         source = pa.concat_tables([new, gone])
         predicate = (
             "t.order_id = s.order_id AND t.line_no = s.line_no"

@@ -383,8 +383,11 @@ class Pipeline:
         if winners.empty:
             return []
         stored_w = stored[stored[key].isin(winners[key])]
-        checks = domain_warnings(entity, winners.reset_index(drop=True), stored_w.reset_index(drop=True), self.settings)
-        warnings = [(int(winners["_file"].iloc[pos]), c) for c in checks for pos in (c.failing_rows[:1] if len(c.failing_rows) else [])]
+        warnings = []
+        for file_index, rows in winners.groupby("_file", sort=True):
+            mine = stored_w[stored_w[key].isin(rows[key])].reset_index(drop=True)
+            for check in domain_warnings(entity, rows.reset_index(drop=True), mine, self.settings):
+                warnings.append((int(file_index), check))
         if entity == "orders":
             self._merge_orders(winners, stored_w)
         else:
@@ -494,7 +497,7 @@ def _newer_than_stored(batch: pd.DataFrame, stored: pd.DataFrame, key: str) -> p
 def _removed_lines(winners: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     """(order_id, line_no) pairs of lines that updated orders no longer have."""
     if stored.empty:
-        return pd.DataFrame({c: [] for c in S.ORDER_LINES_SCHEMA.names})
+        return S.ORDER_LINES_SCHEMA.empty_table().to_pandas()
     both = winners[["order_id", "n_items"]].merge(
         stored[["order_id", "n_items", "order_date"]], on="order_id", suffixes=("", "_old")
     )

@@ -34,6 +34,8 @@ PRODUCT_COLS = ["product_id", "price", "category"]
 
 def affected_dates_for_orders(incoming: pd.DataFrame, stored: pd.DataFrame) -> set[date]:
     """Dates whose gold rows can change when ``incoming`` replaces ``stored``."""
+    if stored.empty:
+        return set(incoming["order_date"])
     return gold.affected_dates_for_orders(incoming, stored)
 
 

@@ -234,11 +234,18 @@ def _gx_frame(entity: str, typed: pd.DataFrame) -> pd.DataFrame:
             "customer_id": typed["customer_id"].array,
             "total": typed["total"].to_numpy(dtype=np.float64),
             "lines_valid": typed["lines_valid"].to_numpy(dtype=bool),
-            "created_at": typed["created_at"].array,
-            "updated_at": typed["updated_at"].array,
+            # naive UTC: GX's pair metric calls Series.values, deprecated for tz-aware columns
+            "created_at": _naive_utc(typed["created_at"]),
+            "updated_at": _naive_utc(typed["updated_at"]),
             "status_clean": _normalise(typed["status"], lambda s: s.strip().lower()),
         }
     return pd.DataFrame(cols, index=pd.RangeIndex(len(typed), name=_POS))
+
+
+def _naive_utc(values: pd.Series) -> np.ndarray:
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.to_numpy(dtype="datetime64[us]")
 
 
 def _title_case(text: str) -> str:
@@ -341,14 +348,28 @@ class _GxRun:
     parts: list[_Part]
     files: np.ndarray
     row_no: np.ndarray
+    n_files: int
+    _split: list[tuple[list[np.ndarray], np.ndarray | None]] | None = None
+
+    def _per_file(self) -> list[tuple[list[np.ndarray], np.ndarray | None]]:
+        """Per part: failing positions of each file, and per-file null counts (computed once)."""
+        if self._split is None:
+            self._split = [
+                (
+                    _split_by_file(p.positions, self.files, self.n_files),
+                    None if p.missing is None
+                    else np.bincount(self.files[p.missing], minlength=self.n_files),
+                )
+                for p in self.parts
+            ]
+        return self._split
 
     def file_json(self, file_index: int) -> dict[str, Any]:
         """The GX suite result restricted to one file, positions shown as the file's ``_row_no``."""
-        in_file = self.files == file_index
-        n = int(in_file.sum())
+        n = int(np.count_nonzero(self.files == file_index))
         results = []
-        for p in self.parts:
-            pos = p.positions[self.files[p.positions] == file_index]
+        for p, (by_file, missing) in zip(self.parts, self._per_file(), strict=True):
+            pos = by_file[file_index]
             k = len(pos)
             rows = self.row_no[pos].tolist()
             res: dict[str, Any] = {
@@ -359,8 +380,8 @@ class _GxRun:
                 "partial_unexpected_index_list": [{"_row_no": rows[:_PARTIAL_ROWS]}] if k else [],
                 "unexpected_index_list": [{"_row_no": rows}] if k else [],
             }
-            if p.missing is not None:
-                m = int((p.missing & in_file).sum())
+            if missing is not None:
+                m = int(missing[file_index])
                 nonmissing = n - m
                 res.update(
                     missing_count=m,
@@ -434,7 +455,7 @@ def _positions(result: Mapping[str, Any], n_rows: int) -> np.ndarray:
     return pos
 
 
-def _run_gx(entity: str, typed: pd.DataFrame) -> _GxRun:
+def _run_gx(entity: str, typed: pd.DataFrame, n_files: int) -> _GxRun:
     """One GX run over all rows; raises ValidationSetupError when any expectation errored."""
     frame = _gx_frame(entity, typed)
     engine = _engine()
@@ -477,6 +498,7 @@ def _run_gx(entity: str, typed: pd.DataFrame) -> _GxRun:
         parts=parts,
         files=typed["_file"].to_numpy(dtype=np.int64),
         row_no=typed["_row_no"].to_numpy(dtype=np.int64),
+        n_files=n_files,
     )
 
 
@@ -503,7 +525,7 @@ class Validator:
         per_part: dict[str, np.ndarray] = {}
         if len(typed):
             with self._lock:
-                gx_run = _run_gx(entity, typed)
+                gx_run = _run_gx(entity, typed, n_files)
             per_part = {p.tag: p.positions for p in gx_run.parts}
         failing = self._failing_rows(entity, typed, per_part)
         return _per_file(entity, typed, files, n_files, present_columns, failing,
