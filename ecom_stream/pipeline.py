@@ -9,6 +9,9 @@ that already happened.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import hashlib
 import json
 import logging
@@ -21,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ecom_stream import clean, refresh
@@ -301,6 +307,7 @@ class Pipeline:
                 self._remove_source(o.source)
         self.lake.inflight_path.unlink(missing_ok=True)
         self._suspects -= set(arrivals)
+        _release_memory()
         return outcomes
 
     def _merge_group(self, group: list[_Parsed]) -> list[FileOutcome]:
@@ -349,6 +356,11 @@ class Pipeline:
                               [o for o in outcomes if o.rows_rejected])
 
         typed_ok = typed[accepted].reset_index(drop=True)
+        # The raw records and frames are not needed past this point: free them before the
+        # merges, which are the other memory peak of a micro-batch.
+        del raw, typed
+        for g in group:
+            g.records = []
         warnings = self._merge_silver(entity, key, typed_ok)
         t2 = time.perf_counter()
         gold_ms = self.gold.bring_up_to_date()
@@ -417,7 +429,7 @@ class Pipeline:
         self.lake.merge_upsert(SILVER["products"], winners, key="product_id", metadata=meta)
 
     # -- bookkeeping ----------------------------------------------------------------------
-    def _append_once(self, table: str, rows: pd.DataFrame, owners: Sequence[FileOutcome]) -> None:
+    def _append_once(self, table: str, rows: pd.DataFrame | pa.Table, owners: Sequence[FileOutcome]) -> None:
         """Append rows tagged with their owners' arrival ids; after a crash, skip owners whose
         rows were already committed (their app transaction is in the table)."""
         owners = list(owners)
@@ -425,12 +437,15 @@ class Pipeline:
             return
         suspects = {o.arrival_id for o in owners if o.arrival_id in self._suspects}
         done = {a for a in suspects if self.lake.has_txn(table, TXN.format(arrival=a))}
+        if isinstance(rows, pd.DataFrame):
+            rows = pa.Table.from_pandas(rows, preserve_index=False)
         if done:
-            rows = rows[~rows["_arrival"].isin(done)]
+            keep = pc.invert(pc.is_in(rows.column("_arrival"), value_set=pa.array(sorted(done), pa.string())))
+            rows = rows.filter(keep)
             owners = [o for o in owners if o.arrival_id not in done]
         if not owners:
             return
-        self.lake.append(table, rows.drop(columns=["_arrival"]),
+        self.lake.append(table, rows.drop_columns(["_arrival"]),
                          txns=[TXN.format(arrival=o.arrival_id) for o in owners])
 
     def _append_ledger(self, outcomes: list[FileOutcome], versions: dict[str, int], files: int) -> None:
@@ -471,6 +486,15 @@ class Pipeline:
             path.unlink()
         except FileNotFoundError:
             pass
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the OS between micro-batches, so that a long backfill or a
+    daemon running for weeks keeps a flat footprint (allocators otherwise hold on to peaks)."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _raw_meta(name: str, kind: FileKind, batch_id: str, received: datetime) -> dict[str, Any]:
@@ -518,24 +542,32 @@ def _removed_lines(winners: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
 
 
 def _loose(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
+    """A received value as text: strings as they are, anything else as its JSON."""
+    if value is None or type(value) is str:
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return orjson.dumps(value).decode()
 
 
-def _bronze_rows(entity: str, raw: pd.DataFrame, group: list[_Parsed]) -> pd.DataFrame:
-    out = pd.DataFrame({f: [_loose(v) for v in raw[f]] for f in S.FIELDS[entity]})
+def _loose_column(values: pd.Series) -> list[str | None]:
+    return [v if v is None or type(v) is str else orjson.dumps(v).decode() for v in values.tolist()]
+
+
+def _bronze_rows(entity: str, raw: pd.DataFrame, group: list[_Parsed]) -> pa.Table:
+    """Bronze rows as an Arrow table, built column by column (no pandas copy: memory)."""
     files = raw["_file"].to_numpy()
-    out["_rescued"] = raw["_rescued"].to_numpy()
-    out["_batch_id"] = np.array([g.batch_id for g in group], dtype=object)[files]
-    out["_source_file"] = np.array([g.name for g in group], dtype=object)[files]
-    out["_row_no"] = raw["_row_no"].to_numpy()
-    out["_ingested_at"] = pd.to_datetime(np.array([g.received_at for g in group], dtype=object)[files], utc=True)
-    out["_row_hash"] = raw["_row_hash"].to_numpy()
-    out["_arrival"] = np.array([g.arrival_id for g in group], dtype=object)[files]
-    return out
+
+    def per_file(values: list[Any], type_: pa.DataType) -> pa.Array:
+        return pa.array(values, type_).take(pa.array(files))
+
+    columns = {f: pa.array(_loose_column(raw[f]), pa.string()) for f in S.FIELDS[entity]}
+    columns["_rescued"] = pa.array(raw["_rescued"].tolist(), pa.string())
+    columns["_batch_id"] = per_file([g.batch_id for g in group], pa.string())
+    columns["_source_file"] = per_file([g.name for g in group], pa.string())
+    columns["_row_no"] = pa.array(raw["_row_no"].to_numpy(), pa.int64())
+    columns["_ingested_at"] = per_file([g.received_at for g in group], S.TS)
+    columns["_row_hash"] = pa.array(raw["_row_hash"].tolist(), pa.string())
+    columns["_arrival"] = per_file([g.arrival_id for g in group], pa.string())
+    return pa.table(columns)
 
 
 def _rejected_rows(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 
 from ecom_stream.errors import BatchReadError
@@ -131,13 +132,26 @@ def parse_records(data: bytes, fmt: str, max_depth: int) -> list[dict[str, Any]]
         raise BatchReadError("empty file (only white space)")
     records = _parse_array(text) if fmt == "array" else _parse_lines(text)
     for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
+        if type(rec) is not dict:
             raise BatchReadError(
                 f"element {i} is a {_json_type(rec)}, not an object: a batch is an array of objects"
             )
-        if _too_deep(rec, max_depth):
-            raise BatchReadError(f"element {i} is nested deeper than {max_depth} levels")
+    # Counting brackets (strings included) bounds the nesting from above; only a file that
+    # might be too deep pays for the exact per-record walk.
+    if _bracket_depth_bound(data) > max_depth + 1:
+        for i, rec in enumerate(records):
+            if _too_deep(rec, max_depth):
+                raise BatchReadError(f"element {i} is nested deeper than {max_depth} levels")
     return records
+
+
+def _bracket_depth_bound(data: bytes) -> int:
+    buf = np.frombuffer(data, dtype=np.uint8)
+    step = np.zeros(256, dtype=np.int8)
+    step[[ord("["), ord("{")]] = 1
+    step[[ord("]"), ord("}")]] = -1
+    depth = np.cumsum(step[buf], dtype=np.int64)
+    return int(depth.max()) if len(depth) else 0
 
 
 def read_batch(path: Path, kind: FileKind, *, max_bytes: int, max_depth: int) -> RawBatch:
