@@ -83,9 +83,12 @@ def dates_literal(dates: Iterable[date]) -> str:
 class Lake:
     """Paths, table handles and every read and write of the lake."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, writer: bool = False) -> None:
         self.root = Path(root).absolute()
         self._handles: dict[str, DeltaTable] = {}
+        # The single writer keeps its handles current through its own commits, so it skips
+        # re-reading the log before every use (dozens of times per batch otherwise).
+        self.writer = writer
 
     # -- layout ---------------------------------------------------------------------------
     def path(self, table: str) -> Path:
@@ -144,9 +147,12 @@ class Lake:
     def exists(self) -> bool:
         return DeltaTable.is_deltatable(str(self.path("ledger")))
 
-    def table(self, name: str) -> DeltaTable:
-        """A cached handle, brought up to date with the log (cheap: reads new commits only)."""
+    def table(self, name: str, *, refresh: bool = False) -> DeltaTable:
+        """A cached handle, brought up to date with the log (cheap: reads new commits only);
+        a writer's handles are current already unless ``refresh`` asks for other writers' commits."""
         handle = self._handles.get(name)
+        if handle is not None and self.writer and not refresh:
+            return handle
         if handle is None:
             try:
                 handle = DeltaTable(str(self.path(name)))
@@ -178,10 +184,14 @@ class Lake:
         files: str | None = None,
         rows: pads.Expression | None = None,
         version: int | None = None,
+        refresh: bool = False,
     ) -> pa.Table:
         """Read a table: ``files`` is a SQL predicate that prunes files (partitions, stats),
         ``rows`` an Arrow expression filtering rows."""
-        dt = self.table(name) if version is None else DeltaTable(str(self.path(name)), version=version)
+        if version is None:
+            dt = self.table(name, refresh=refresh)
+        else:
+            dt = DeltaTable(str(self.path(name)), version=version)
         dataset = dt.to_pyarrow_dataset(filesystem=self._fs(name), file_pruning_predicate=files)
         return dataset.to_table(columns=list(columns) if columns else None, filter=rows)
 

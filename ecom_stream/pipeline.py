@@ -117,7 +117,7 @@ class Pipeline:
         from ecom_stream.validate import Validator  # GX is heavy: imported only by writers
 
         self.settings = settings
-        self.lake = Lake(settings.lake_dir)
+        self.lake = Lake(settings.lake_dir, writer=True)
         self.lake.ensure_tables()
         self.validator = Validator(settings)
         self.gold = GoldRefresher(self.lake, settings)
@@ -127,6 +127,7 @@ class Pipeline:
         self._arrivals: set[str] = set()
         self._load_ledger()
         self._suspects = self._load_inflight()
+        self._gc_frozen = False
 
     # -- state ----------------------------------------------------------------------------
     def _load_ledger(self) -> None:
@@ -147,7 +148,7 @@ class Pipeline:
         if batch_id not in self._done_batches:
             return False
         rows = self.lake.read_pandas(
-            "ledger", columns=["outcome", "finished_at"], rows=pads.field("batch_id") == batch_id
+            "ledger", columns=["outcome", "finished_at"], rows=pads.field("batch_id") == batch_id, refresh=True
         )
         last = rows.sort_values("finished_at", kind="stable")["outcome"].iloc[-1] if len(rows) else None
         if last in DONE_OUTCOMES:
@@ -307,7 +308,8 @@ class Pipeline:
                 self._remove_source(o.source)
         self.lake.inflight_path.unlink(missing_ok=True)
         self._suspects -= set(arrivals)
-        _release_memory()
+        if sum(o.rows_in for o in outcomes) >= 10_000:
+            _release_memory()
         return outcomes
 
     def _merge_group(self, group: list[_Parsed]) -> list[FileOutcome]:
@@ -318,6 +320,12 @@ class Pipeline:
         typed = clean.typed_view(entity, raw)
         present = [set().union(*map(dict.keys, g.records)) for g in group]
         reports = self.validator.validate(entity, typed, present)
+        if not self._gc_frozen:
+            # Great Expectations leaves ~1M long-lived objects after its first run; moving them
+            # out of the collector's sight keeps every later collection cheap.
+            gc.collect()
+            gc.freeze()
+            self._gc_frozen = True
         t1 = time.perf_counter()
 
         outcomes = [
