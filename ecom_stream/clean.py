@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -92,19 +93,26 @@ def typed_view(entity: str, raw: pd.DataFrame) -> pd.DataFrame:
         out["status"] = _text(raw["status"])
         out["payment_method"] = _text(raw["payment_method"])
         out["shipping_city"] = _text(raw["shipping_city"])
-        lines = [_lines(p, q) for p, q in zip(raw["product_ids"], raw["quantities"], strict=True)]
-        out["product_ids"] = pd.Series([ln[0] if ln else None for ln in lines], dtype=object, index=raw.index)
-        out["quantities"] = pd.Series([ln[1] if ln else None for ln in lines], dtype=object, index=raw.index)
-        out["lines_valid"] = np.array([ln is not None for ln in lines], dtype=bool)
+        valid = lines_valid(raw["product_ids"], raw["quantities"])
+        out["product_ids"] = raw["product_ids"].where(valid, None).astype(object)
+        out["quantities"] = raw["quantities"].where(valid, None).astype(object)
+        out["lines_valid"] = valid
     return out
 
 
 def parse_key(values: pd.Series) -> pd.Series:
     """JSON integers within int64; anything else (strings, floats, booleans) becomes null."""
-    ok = np.array([type(v) is int and INT64_MIN <= v <= INT64_MAX for v in values], dtype=bool)
+    arr = values.to_numpy(dtype=object)
+    is_int = np.array(list(map(type, arr)), dtype=object) == int
     out = pd.Series(pd.NA, index=values.index, dtype="Int64")
-    if ok.any():
-        out[ok] = values[ok].astype("int64")
+    if is_int.any():
+        ints = arr[is_int]
+        try:
+            out[is_int] = np.array(ints.tolist(), dtype=np.int64)
+        except OverflowError:  # some integer outside int64: check one by one
+            fits = np.array([INT64_MIN <= v <= INT64_MAX for v in ints], dtype=bool)
+            positions = np.flatnonzero(is_int)[fits]
+            out.iloc[positions] = np.array(ints[fits].tolist(), dtype=np.int64)
     return out
 
 
@@ -132,16 +140,46 @@ def _text(values: pd.Series) -> pd.Series:
     return values.where(values.map(type) == str).astype(object)
 
 
-def _lines(pids: Any, qtys: Any) -> tuple[list[int], list[int]] | None:
-    if not isinstance(pids, list) or not isinstance(qtys, list):
-        return None
-    if not pids or len(pids) != len(qtys):
-        return None
-    if not all(type(p) is int and INT64_MIN <= p <= INT64_MAX for p in pids):
-        return None
-    if not all(type(q) is int and 1 <= q <= INT64_MAX for q in qtys):
-        return None
-    return pids, qtys
+def lines_valid(pids: pd.Series, qtys: pd.Series) -> np.ndarray:
+    """Rows whose ``product_ids`` and ``quantities`` are non-empty lists of equal length, of
+    int64 product ids and integer quantities >= 1 (vectorised over the flattened lists)."""
+    p, q = pids.to_numpy(dtype=object), qtys.to_numpy(dtype=object)
+    is_list = (np.array(list(map(type, p)), dtype=object) == list) & (
+        np.array(list(map(type, q)), dtype=object) == list
+    )
+    n_p = np.zeros(len(p), dtype=np.int64)
+    n_q = np.zeros(len(q), dtype=np.int64)
+    n_p[is_list] = np.fromiter(map(len, p[is_list]), np.int64, int(is_list.sum()))
+    n_q[is_list] = np.fromiter(map(len, q[is_list]), np.int64, int(is_list.sum()))
+    ok = is_list & (n_p > 0) & (n_p == n_q)
+    rows = np.repeat(np.flatnonzero(ok), n_p[ok])
+    if len(rows) == 0:
+        return ok
+    flat_p = _objects(itertools.chain.from_iterable(p[ok]), len(rows))
+    flat_q = _objects(itertools.chain.from_iterable(q[ok]), len(rows))
+    p_ok, q_ok = _int64_elements(flat_p), _int64_elements(flat_q)
+    q_vals = np.zeros(len(rows), dtype=np.int64)
+    q_vals[q_ok] = np.array(flat_q[q_ok].tolist(), dtype=np.int64)
+    bad = ~p_ok | ~q_ok | (q_vals < 1)
+    ok[np.unique(rows[bad])] = False
+    return ok
+
+
+def _objects(values: Any, n: int) -> np.ndarray:
+    arr = np.empty(n, dtype=object)
+    arr[:] = list(values)
+    return arr
+
+
+def _int64_elements(arr: np.ndarray) -> np.ndarray:
+    """Which elements of an object array are Python ints within int64 (booleans excluded)."""
+    good = np.array(list(map(type, arr)), dtype=object) == int
+    if good.any():
+        try:
+            np.array(arr[good].tolist(), dtype=np.int64)
+        except OverflowError:
+            good[good] = [INT64_MIN <= v <= INT64_MAX for v in arr[good]]
+    return good
 
 
 def row_rules(entity: str, typed: pd.DataFrame) -> dict[str, np.ndarray]:

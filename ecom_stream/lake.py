@@ -426,7 +426,7 @@ class Lake:
         target = self.raw_path(batch_id, name)
         if not target.exists():
             atomic_write(target, data)
-            atomic_write(target.parent / "meta.json", json.dumps(dict(meta), indent=2).encode())
+            atomic_write(target.parent / "meta.json", json.dumps(dict(meta), indent=2).encode(), durable=False)
         return target
 
     def raw_batches(self) -> list[tuple[Path, dict[str, Any]]]:
@@ -474,14 +474,16 @@ class Lake:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def atomic_write(target: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, then rename: readers never see half a file."""
+def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write to a temporary name (fsync'd when ``durable``), then rename: readers never see
+    half a file, and a durable file survives a power cut once this returns."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, target)
 
 
