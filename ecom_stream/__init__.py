@@ -1,4 +1,4 @@
-"""ecom-stream: incremental e-commerce pipeline (JSON batches -> Great Expectations -> Delta Lake)."""
+"""ecom-stream: incremental e-commerce pipeline (JSON -> Great Expectations -> Delta Lake)."""
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError

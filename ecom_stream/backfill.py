@@ -48,7 +48,9 @@ class BackfillSummary:
 class Progress:
     """A one-line progress bar on a terminal; silent elsewhere."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, enabled: bool | None = None) -> None:
+    def __init__(
+        self, total: int, stream: TextIO = sys.stderr, enabled: bool | None = None
+    ) -> None:
         self.total, self.done, self.stream = total, 0, stream
         self.enabled = stream.isatty() if enabled is None else enabled
         self.started = time.monotonic()

@@ -149,10 +149,18 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
 def _generate(args: argparse.Namespace, out: Path, *, batches: int, seed: int, start: int) -> None:
     from ecom_stream.generate import GenerateOptions, generate
 
-    generate(GenerateOptions(
-        out=out, batches=batches, orders_per_batch=args.orders_per_file, products=args.products,
-        product_batches=args.product_files, seed=seed, interval=0.0, start=start,
-    ))
+    generate(
+        GenerateOptions(
+            out=out,
+            batches=batches,
+            orders_per_batch=args.orders_per_file,
+            products=args.products,
+            product_batches=args.product_files,
+            seed=seed,
+            interval=0.0,
+            start=start,
+        )
+    )
 
 
 def make_data_set(args: argparse.Namespace, source: Path) -> DataSet:
@@ -185,18 +193,39 @@ def _env() -> dict[str, str]:
 
 def _cli(command: str, lake: Path, landing: Path, *args: str) -> list[str]:
     """``python -m ecom_stream COMMAND --lake L --landing D ARGS`` (options after the command)."""
-    return [sys.executable, "-m", "ecom_stream", command, "--lake", str(lake), "--landing",
-            str(landing), *args]
+    return [
+        sys.executable,
+        "-m",
+        "ecom_stream",
+        command,
+        "--lake",
+        str(lake),
+        "--landing",
+        str(landing),
+        *args,
+    ]
 
 
 def _supervise(
-    name: str, cmd: list[str], log: Path, *, done: Callable[[], int], total: int, timeout: float,
+    name: str,
+    cmd: list[str],
+    log: Path,
+    *,
+    done: Callable[[], int],
+    total: int,
+    timeout: float,
 ) -> _Child:
     """Run ``cmd`` to completion or until ``timeout``, printing progress; rusage via wait4."""
     started = time.monotonic()
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(),
-                                cwd=log.parent, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            cwd=log.parent,
+            start_new_session=True,
+        )
     last_print = started
     try:
         while True:
@@ -246,13 +275,37 @@ def _run_peer(name: str, ds: DataSet, source: Path, work: Path, timeout: float) 
     folder.mkdir(parents=True)
     progress, result_path = folder / "progress.jsonl", folder / "result.json"
     log = work / f"{name}.log"
-    cmd = [sys.executable, "-m", "ecom_stream.bench", "--runner", name, "--source", str(source),
-           "--out", str(folder / "out"), "--progress", str(progress), "--result", str(result_path)]
-    child = _supervise(name, cmd, log, done=lambda: len(_progress_lines(progress)),
-                       total=len(ds.files), timeout=timeout)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ecom_stream.bench",
+        "--runner",
+        name,
+        "--source",
+        str(source),
+        "--out",
+        str(folder / "out"),
+        "--progress",
+        str(progress),
+        "--result",
+        str(result_path),
+    ]
+    child = _supervise(
+        name,
+        cmd,
+        log,
+        done=lambda: len(_progress_lines(progress)),
+        total=len(ds.files),
+        timeout=timeout,
+    )
     lines = _progress_lines(progress)
-    result = RunResult(name, files_done=len(lines), files_total=len(ds.files), total_s=child.wall_s,
-                       peak_rss_mb=child.maxrss_kb / 1024)
+    result = RunResult(
+        name,
+        files_done=len(lines),
+        files_total=len(ds.files),
+        total_s=child.wall_s,
+        peak_rss_mb=child.maxrss_kb / 1024,
+    )
     result.orders = sum(line["rows"] for line in lines if line["entity"] == "orders")
     result.latencies_ms = [line["ms"] for line in lines if line["entity"] == "orders"]
     if lines:
@@ -275,8 +328,14 @@ class _Reporter:
 
     def file_done(self, path: Path, rows: int, start: float) -> None:
         end = time.time()
-        line = {"file": path.name, "entity": _entity(path), "rows": rows,
-                "ms": (end - start) * 1000, "start": start, "end": end}
+        line = {
+            "file": path.name,
+            "entity": _entity(path),
+            "rows": rows,
+            "ms": (end - start) * 1000,
+            "start": start,
+            "end": end,
+        }
         with open(self.path, "a") as fh:
             fh.write(json.dumps(line) + "\n")
 
@@ -290,7 +349,9 @@ def _floor(files: list[Path], out: Path, report: _Reporter) -> None:
         records = _load_records(path)
         if records:
             pads.write_dataset(
-                _arrow_records(records), out / _entity(path), format="parquet",
+                _arrow_records(records),
+                out / _entity(path),
+                format="parquet",
                 basename_template=f"part-{i:06d}-{{i}}.parquet",
                 existing_data_behavior="overwrite_or_ignore",
             )
@@ -326,15 +387,33 @@ def _naive_schema(entity: str) -> Any:
 
     ts = pa.timestamp("us", tz="UTC")
     if entity == "products":
-        return pa.schema([("product_id", pa.int64()), ("name", pa.string()),
-                          ("category", pa.string()), ("price", pa.float64()),
-                          ("rating", pa.float64()), ("stock", pa.float64()),
-                          ("created_at", ts), ("updated_at", ts)])
-    return pa.schema([("order_id", pa.int64()), ("customer_id", pa.int64()),
-                      ("product_ids", pa.list_(pa.int64())), ("quantities", pa.list_(pa.int64())),
-                      ("total", pa.float64()), ("status", pa.string()),
-                      ("payment_method", pa.string()), ("shipping_city", pa.string()),
-                      ("created_at", ts), ("updated_at", ts), ("order_date", pa.date32())])
+        return pa.schema(
+            [
+                ("product_id", pa.int64()),
+                ("name", pa.string()),
+                ("category", pa.string()),
+                ("price", pa.float64()),
+                ("rating", pa.float64()),
+                ("stock", pa.float64()),
+                ("created_at", ts),
+                ("updated_at", ts),
+            ]
+        )
+    return pa.schema(
+        [
+            ("order_id", pa.int64()),
+            ("customer_id", pa.int64()),
+            ("product_ids", pa.list_(pa.int64())),
+            ("quantities", pa.list_(pa.int64())),
+            ("total", pa.float64()),
+            ("status", pa.string()),
+            ("payment_method", pa.string()),
+            ("shipping_city", pa.string()),
+            ("created_at", ts),
+            ("updated_at", ts),
+            ("order_date", pa.date32()),
+        ]
+    )
 
 
 def _naive_clean(entity: str, records: list[dict[str, Any]]) -> Any:
@@ -393,9 +472,12 @@ def _daily_revenue(orders: Any, products: Any) -> Any:
     lines["weight"] = np.where(
         lines.groupby("order_id")["weight"].transform("sum") > 0, lines["weight"], lines["quantity"]
     )
-    lines["revenue"] = lines["total"] * lines["weight"] / lines.groupby("order_id")["weight"].transform("sum")
+    lines["revenue"] = (
+        lines["total"] * lines["weight"] / lines.groupby("order_id")["weight"].transform("sum")
+    )
     by_cat = lines.groupby(["order_date", "category"], as_index=False).agg(
-        revenue=("revenue", "sum"), orders=("order_id", "nunique"), units=("quantity", "sum"))
+        revenue=("revenue", "sum"), orders=("order_id", "nunique"), units=("quantity", "sum")
+    )
     return by_cat
 
 
@@ -432,11 +514,16 @@ def _naive(files: list[Path], out: Path, report: _Reporter) -> None:
                 )
             products_path = out / "silver" / "products"
             if entity == "orders" and DeltaTable.is_deltatable(str(products_path)):
-                orders = _read_delta(silver, ["order_id", "order_date", "total", "status",
-                                              "product_ids", "quantities"])
+                orders = _read_delta(
+                    silver,
+                    ["order_id", "order_date", "total", "status", "product_ids", "quantities"],
+                )
                 products = _read_delta(products_path, ["product_id", "price", "category"])
-                write_deltalake(str(out / "gold" / "daily_revenue"), _daily_revenue(orders, products),
-                                mode="overwrite")
+                write_deltalake(
+                    str(out / "gold" / "daily_revenue"),
+                    _daily_revenue(orders, products),
+                    mode="overwrite",
+                )
         report.file_done(path, len(records), start)
 
 
@@ -457,13 +544,18 @@ def _tutorial(files: list[Path], out: Path, report: _Reporter) -> None:
             write_deltalake(str(out / "silver" / entity), tables[entity], mode="overwrite")
         if "orders" in tables and "products" in tables:
             daily = _daily_revenue(tables["orders"].to_pandas(), tables["products"].to_pandas())
-            write_deltalake(str(out / "gold" / "daily_revenue"),
-                            pa.Table.from_pandas(daily, preserve_index=False), mode="overwrite")
+            write_deltalake(
+                str(out / "gold" / "daily_revenue"),
+                pa.Table.from_pandas(daily, preserve_index=False),
+                mode="overwrite",
+            )
         report.file_done(path, len(received[path]), start)
 
 
 _PEER_FUNCTIONS: dict[str, Callable[[list[Path], Path, _Reporter], None]] = {
-    "floor": _floor, "naive": _naive, "tutorial": _tutorial,
+    "floor": _floor,
+    "naive": _naive,
+    "tutorial": _tutorial,
 }
 
 
@@ -490,7 +582,8 @@ def _ledger(lake_dir: Path) -> Any:
     from ecom_stream.lake import Lake
 
     return Lake(lake_dir).read_pandas(
-        "ledger", columns=["file_name", "entity", "outcome", "rows_in", "finished_at"])
+        "ledger", columns=["file_name", "entity", "outcome", "rows_in", "finished_at"]
+    )
 
 
 def _files_in(folder: Path) -> int:
@@ -504,10 +597,21 @@ def _run_backfill(ds: DataSet, work: Path, timeout: float) -> RunResult:
         shutil.copy2(path, landing / path.name)
     log = work / "backfill.log"
     total = len(ds.files)
-    child = _supervise("backfill", _cli("backfill", lake, landing, "--no-progress"), log,
-                       done=lambda: total - _files_in(landing), total=total, timeout=timeout)
-    result = RunResult("backfill", files_total=total, total_s=child.wall_s,
-                       peak_rss_mb=child.maxrss_kb / 1024, files_done=total - _files_in(landing))
+    child = _supervise(
+        "backfill",
+        _cli("backfill", lake, landing, "--no-progress"),
+        log,
+        done=lambda: total - _files_in(landing),
+        total=total,
+        timeout=timeout,
+    )
+    result = RunResult(
+        "backfill",
+        files_total=total,
+        total_s=child.wall_s,
+        peak_rss_mb=child.maxrss_kb / 1024,
+        files_done=total - _files_in(landing),
+    )
     if child.finished and child.returncode != 0:
         result.error = f"exit {child.returncode}: {_tail(log)}"
     if (lake / "_ledger").exists():
@@ -515,7 +619,8 @@ def _run_backfill(ds: DataSet, work: Path, timeout: float) -> RunResult:
         result.orders = int(ledger.loc[ledger["entity"] == "orders", "rows_in"].sum())
         outcomes = ledger["outcome"].value_counts().to_dict()
         result.notes.append(
-            "outcomes: " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
+            "outcomes: " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
+        )
     match = re.search(r"; ([\d.]+) s \(", log.read_text(errors="replace"))
     result.work_s = float(match.group(1)) if match else None
     result.finished = child.finished and child.returncode == 0 and result.files_done == total
@@ -540,8 +645,13 @@ def _seed_watch_lake(args: argparse.Namespace, ds: DataSet, work: Path, lake: Pa
         shutil.copy2(path, staging / path.name)
     print(f"watch: backfilling {_files_in(staging)} files into the watch lake", flush=True)
     started = time.monotonic()
-    proc = subprocess.run(_cli("backfill", lake, staging, "--no-progress"), env=_env(), cwd=work,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        _cli("backfill", lake, staging, "--no-progress"),
+        env=_env(),
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise EcomStreamError(f"bench: seeding the watch lake failed: {proc.stderr.strip()[-500:]}")
     print(f"watch: lake ready in {time.monotonic() - started:.0f} s", flush=True)
@@ -571,9 +681,14 @@ def _run_watch(args: argparse.Namespace, ds: DataSet, work: Path) -> RunResult:
     landing.mkdir(parents=True)
     log = work / "watch.log"
     with open(log, "ab") as out:
-        daemon = subprocess.Popen(_cli("watch", lake, landing), stdout=out,
-                                  stderr=subprocess.STDOUT, env=_env(), cwd=work,
-                                  start_new_session=True)
+        daemon = subprocess.Popen(
+            _cli("watch", lake, landing),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            cwd=work,
+            start_new_session=True,
+        )
     spawned = time.monotonic()
     try:
         _drive_daemon(args, daemon, steady, lake, landing, result, spawned)
@@ -587,8 +702,13 @@ def _run_watch(args: argparse.Namespace, ds: DataSet, work: Path) -> RunResult:
 
 
 def _drive_daemon(
-    args: argparse.Namespace, daemon: subprocess.Popen[bytes], steady: list[Path], lake: Path,
-    landing: Path, result: RunResult, spawned: float,
+    args: argparse.Namespace,
+    daemon: subprocess.Popen[bytes],
+    steady: list[Path],
+    lake: Path,
+    landing: Path,
+    result: RunResult,
+    spawned: float,
 ) -> None:
     """Wait for the heartbeat, drop the files at ``--pace`` and collect their latencies."""
     heartbeat = lake / "_daemon" / "heartbeat.json"
@@ -667,14 +787,23 @@ def machine_info() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "packages": versions, "git_commit": _git_commit()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "git_commit": _git_commit(),
+    }
 
 
 def _git_commit() -> str | None:
     try:
-        proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
+        proc = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stdout.strip() or None
@@ -697,12 +826,17 @@ def _fmt(value: float | None, spec: str) -> str:
 def render_table(results: list[RunResult], timeout: float) -> list[str]:
     """The comparison table, one runner a line."""
     backfill = next((r for r in results if r.name == "backfill"), None)
-    head = (f"{'runner':<9}{'files':>11}{'orders':>10}{'total s':>9}{'orders/s':>10}"
-            f"{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'growth':>8}{'peak MB':>9}  vs backfill")
+    head = (
+        f"{'runner':<9}{'files':>11}{'orders':>10}{'total s':>9}{'orders/s':>10}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'growth':>8}{'peak MB':>9}  vs backfill"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
-        stats = latency_stats(r.latencies_ms) if r.name != "backfill" else dict.fromkeys(
-            ("p50_ms", "p95_ms", "max_ms", "growth"))
+        stats = (
+            latency_stats(r.latencies_ms)
+            if r.name != "backfill"
+            else dict.fromkeys(("p50_ms", "p95_ms", "max_ms", "growth"))
+        )
         lines.append(
             f"{r.name:<9}{f'{r.files_done}/{r.files_total}':>11}{r.orders:>10,}"
             f"{_fmt(r.total_s, '.1f'):>9}{_fmt(_rate(r.orders, r.total_s), ',.0f'):>10}"
@@ -728,8 +862,10 @@ def _check(args: argparse.Namespace) -> list[str]:
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(only) - set(RUNNERS))
     if unknown or not only:
-        raise ConfigError(f"--only: unknown runner(s) {', '.join(unknown) or '(none)'}; "
-                          f"choose from {', '.join(RUNNERS)}")
+        raise ConfigError(
+            f"--only: unknown runner(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(RUNNERS)}"
+        )
     for flag in ("files", "orders_per_file", "product_files", "products", "steady_files"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
@@ -750,8 +886,11 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         for name in ("source", *RUNNERS):
             shutil.rmtree(work / name, ignore_errors=True)
         (work / "source").mkdir(parents=True)
-        print(f"bench: generating {args.files} order files x {args.orders_per_file} orders and "
-              f"{args.product_files} product files in {work}", flush=True)
+        print(
+            f"bench: generating {args.files} order files x {args.orders_per_file} orders and "
+            f"{args.product_files} product files in {work}",
+            flush=True,
+        )
         ds = make_data_set(args, work / "source")
         results = []
         for name in runners:
@@ -762,8 +901,11 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
                 result = _run_backfill(ds, work, args.timeout)
             else:
                 result = _run_watch(args, ds, work)
-            print(f"{name}: {result.status(args.timeout)}, {result.files_done} files, "
-                  f"{_fmt(result.total_s, '.1f')} s", flush=True)
+            print(
+                f"{name}: {result.status(args.timeout)}, {result.files_done} files, "
+                f"{_fmt(result.total_s, '.1f')} s",
+                flush=True,
+            )
             results.append(result)
     finally:
         if not args.workdir:
@@ -776,15 +918,31 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "machine": machine_info(),
-        "parameters": {k: getattr(args, k) for k in (
-            "files", "orders_per_file", "product_files", "products", "seed_orders", "only",
-            "timeout", "steady_files", "pace")},
-        "input": {"order_files": len(ds.order_files), "product_files": len(ds.product_files),
-                  "orders": ds.orders,
-                  "steady_orders": sum(ds.records[p.name] for p in steady),
-                  "products": sum(ds.records[p.name] for p in ds.product_files)},
-        "runners": {r.name: {**r.to_json(args.timeout),
-                             "vs_backfill": _vs_backfill(r, backfill)[1]} for r in results},
+        "parameters": {
+            k: getattr(args, k)
+            for k in (
+                "files",
+                "orders_per_file",
+                "product_files",
+                "products",
+                "seed_orders",
+                "only",
+                "timeout",
+                "steady_files",
+                "pace",
+            )
+        },
+        "input": {
+            "order_files": len(ds.order_files),
+            "product_files": len(ds.product_files),
+            "orders": ds.orders,
+            "steady_orders": sum(ds.records[p.name] for p in steady),
+            "products": sum(ds.records[p.name] for p in ds.product_files),
+        },
+        "runners": {
+            r.name: {**r.to_json(args.timeout), "vs_backfill": _vs_backfill(r, backfill)[1]}
+            for r in results
+        },
         "table": table,
     }
     _write_json(Path(args.json_out), data)

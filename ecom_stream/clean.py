@@ -52,9 +52,7 @@ def records_frame(entity: str, files: Sequence[Sequence[dict[str, Any]]]) -> pd.
     known_set = set(known)
     present = set().union(*map(dict.keys, records)) if records else set()
     if present - known_set:
-        cols["_rescued"] = pd.Series(
-            [_rescued(r, known_set) for r in records], dtype=object
-        )
+        cols["_rescued"] = pd.Series([_rescued(r, known_set) for r in records], dtype=object)
     else:
         cols["_rescued"] = pd.Series([None] * len(records), dtype=object)
     return pd.DataFrame(cols)
@@ -85,7 +83,9 @@ def typed_view(entity: str, raw: pd.DataFrame) -> pd.DataFrame:
         out["rating"] = parse_number(raw["rating"])
         stock = parse_number(raw["stock"])
         out["stock"] = stock
-        out["stock_valid"] = (raw["stock"].isna() | ((stock >= 0) & (stock == np.floor(stock)))).to_numpy()
+        out["stock_valid"] = (
+            raw["stock"].isna() | ((stock >= 0) & (stock == np.floor(stock)))
+        ).to_numpy()
     else:
         out["customer_id"] = parse_key(raw["customer_id"])
         out["total"] = parse_number(raw["total"])
@@ -100,10 +100,16 @@ def typed_view(entity: str, raw: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _of_type(values: pd.Series | np.ndarray, kind: type) -> np.ndarray:
+    """Elementwise ``type(v) is kind`` (exact: ``bool`` is not ``int``), at C speed."""
+    types = np.array(list(map(type, values)), dtype=object)
+    return np.asarray(types == kind, dtype=bool)
+
+
 def parse_key(values: pd.Series) -> pd.Series:
     """JSON integers within int64; anything else (strings, floats, booleans) becomes null."""
     arr = values.to_numpy(dtype=object)
-    is_int = np.array(list(map(type, arr)), dtype=object) == int
+    is_int = _of_type(arr, int)
     out = pd.Series(pd.NA, index=values.index, dtype="Int64")
     if is_int.any():
         ints = arr[is_int]
@@ -120,33 +126,33 @@ def parse_number(values: pd.Series) -> pd.Series:
     """A JSON number, or a string holding a plain decimal number; anything else is NaN."""
     types = values.map(type)
     nums = values.where(types.isin([int, float]))
-    strs = values.where(types == str)
+    strs = values.where(_of_type(values, str))
     plain = strs.notna()
     if plain.any():
         plain[plain] = strs[plain].astype(str).str.fullmatch(_PLAIN_NUMBER.pattern)
     merged = nums.where(~plain, strs)
-    out = pd.to_numeric(merged.where(types.isin([int, float]) | plain), errors="coerce").astype("float64")
+    out = pd.to_numeric(merged.where(types.isin([int, float]) | plain), errors="coerce").astype(
+        "float64"
+    )
     return out.where(np.isfinite(out))
 
 
 def parse_timestamp(values: pd.Series) -> pd.Series:
     """ISO-8601 strings; without a zone they are UTC. Anything else is NaT."""
-    strs = values.where(values.map(type) == str)
+    strs = values.where(_of_type(values, str))
     parsed = pd.to_datetime(strs, utc=True, errors="coerce", format="ISO8601")
     return parsed.astype("datetime64[us, UTC]")
 
 
 def _text(values: pd.Series) -> pd.Series:
-    return values.where(values.map(type) == str).astype(object)
+    return values.where(_of_type(values, str)).astype(object)
 
 
 def lines_valid(pids: pd.Series, qtys: pd.Series) -> np.ndarray:
     """Rows whose ``product_ids`` and ``quantities`` are non-empty lists of equal length, of
     int64 product ids and integer quantities >= 1 (vectorised over the flattened lists)."""
     p, q = pids.to_numpy(dtype=object), qtys.to_numpy(dtype=object)
-    is_list = (np.array(list(map(type, p)), dtype=object) == list) & (
-        np.array(list(map(type, q)), dtype=object) == list
-    )
+    is_list = _of_type(p, list) & _of_type(q, list)
     n_p = np.zeros(len(p), dtype=np.int64)
     n_q = np.zeros(len(q), dtype=np.int64)
     n_p[is_list] = np.fromiter(map(len, p[is_list]), np.int64, int(is_list.sum()))
@@ -173,7 +179,7 @@ def _objects(values: Any, n: int) -> np.ndarray:
 
 def _int64_elements(arr: np.ndarray) -> np.ndarray:
     """Which elements of an object array are Python ints within int64 (booleans excluded)."""
-    good = np.array(list(map(type, arr)), dtype=object) == int
+    good = _of_type(arr, int)
     if good.any():
         try:
             np.array(arr[good].tolist(), dtype=np.int64)
@@ -202,7 +208,7 @@ def row_rules(entity: str, typed: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def newest_per_key(df: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Reduce duplicate keys to the newest version: newest ``_version_ts``, then largest ``_row_hash``."""
+    """Reduce duplicate keys to the newest version (newest ``_version_ts``, then largest hash)."""
     if df.empty:
         return df
     ordered = df.sort_values([key, "_version_ts", "_row_hash"], kind="stable")
@@ -217,7 +223,9 @@ def clean_products(typed: pd.DataFrame) -> pd.DataFrame:
         {
             "product_id": typed["product_id"].astype("int64"),
             "name": typed["name"].map(_title, na_action="ignore").astype(object),
-            "category": category.where(category.notna() & (category != ""), UNKNOWN_CATEGORY).astype(object),
+            "category": category.where(
+                category.notna() & (category != ""), UNKNOWN_CATEGORY
+            ).astype(object),
             "price": price,
             "price_tier": price_tier(price),
             "rating": typed["rating"].clip(1.0, 5.0),
@@ -261,7 +269,10 @@ def clean_orders(typed: pd.DataFrame) -> pd.DataFrame:
             "updated_at": typed["updated_at"],
             "order_date": created.dt.date,
             "order_month": created.dt.strftime("%Y-%m").astype(object),
-            "order_dow": pd.Series(np.array(WEEKDAYS, dtype=object)[created.dt.day_of_week.to_numpy()], index=typed.index),
+            "order_dow": pd.Series(
+                np.array(WEEKDAYS, dtype=object)[created.dt.day_of_week.to_numpy()],
+                index=typed.index,
+            ),
             "order_hour": created.dt.hour.astype("int64"),
             "n_items": typed["product_ids"].map(len).astype("int64"),
             "_version_ts": typed["_version_ts"],
@@ -279,8 +290,12 @@ def order_lines(orders: pd.DataFrame) -> pd.DataFrame:
         {
             "order_id": np.repeat(orders["order_id"].to_numpy(), n),
             "line_no": line_no,
-            "product_id": np.fromiter((p for ps in orders["product_ids"] for p in ps), np.int64, int(n.sum())),
-            "quantity": np.fromiter((q for qs in orders["quantities"] for q in qs), np.int64, int(n.sum())),
+            "product_id": np.fromiter(
+                (p for ps in orders["product_ids"] for p in ps), np.int64, int(n.sum())
+            ),
+            "quantity": np.fromiter(
+                (q for qs in orders["quantities"] for q in qs), np.int64, int(n.sum())
+            ),
             "order_date": np.repeat(orders["order_date"].to_numpy(), n),
         }
     )

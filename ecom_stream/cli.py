@@ -28,13 +28,28 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     """
     common = argparse.ArgumentParser(add_help=False)
     none = None if defaults else argparse.SUPPRESS
-    common.add_argument("--landing", metavar="PATH", default=none,
-                        help="drop folder (default ./landing, env ECOM_LANDING)")
-    common.add_argument("--lake", metavar="PATH", default=none, help="lake folder (default ./lake, env ECOM_LAKE)")
-    common.add_argument("--log-json", action="store_true", default=none, help="log one JSON object per line")
-    common.add_argument("--log-level", metavar="LEVEL", default=none, help="DEBUG, INFO (default), WARNING, ERROR")
-    common.add_argument("-v", "--verbose", action="store_true", default=False if defaults else argparse.SUPPRESS,
-                        help="show tracebacks on errors")
+    common.add_argument(
+        "--landing",
+        metavar="PATH",
+        default=none,
+        help="drop folder (default ./landing, env ECOM_LANDING)",
+    )
+    common.add_argument(
+        "--lake", metavar="PATH", default=none, help="lake folder (default ./lake, env ECOM_LAKE)"
+    )
+    common.add_argument(
+        "--log-json", action="store_true", default=none, help="log one JSON object per line"
+    )
+    common.add_argument(
+        "--log-level", metavar="LEVEL", default=none, help="DEBUG, INFO (default), WARNING, ERROR"
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="show tracebacks on errors",
+    )
     return common
 
 
@@ -42,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     common = _common(defaults=False)
     parser = argparse.ArgumentParser(
         prog="ecom-stream",
-        description="Incremental e-commerce pipeline: JSON batches -> Great Expectations -> Delta Lake.",
+        description="Incremental e-commerce pipeline: JSON -> Great Expectations -> Delta Lake.",
         parents=[_common(defaults=True)],
     )
     parser.add_argument("--version", action="version", version=f"ecom-stream {__version__}")
@@ -54,16 +69,31 @@ def _parser() -> argparse.ArgumentParser:
     p = add("generate", "write simulated product and order batch files")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the landing folder)")
     p.add_argument("--batches", type=int, default=10, help="order batch files (default 10)")
-    p.add_argument("--orders-per-batch", type=int, default=1000, help="orders per file (default 1000)")
+    p.add_argument(
+        "--orders-per-batch", type=int, default=1000, help="orders per file (default 1000)"
+    )
     p.add_argument("--products", type=int, default=500, help="catalogue size (default 500)")
-    p.add_argument("--product-batches", type=int, default=1, help="split products over K files (default 1)")
-    p.add_argument("--seed", type=int, default=42, help="random seed: same seed, same bytes (default 42)")
-    p.add_argument("--interval", type=float, default=0.0, metavar="SECONDS",
-                   help="drip order files this many seconds apart (default 0: all at once)")
-    p.add_argument("--start", type=int, default=1, help="number of the first order file (default 1)")
+    p.add_argument(
+        "--product-batches", type=int, default=1, help="split products over K files (default 1)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=42, help="random seed: same seed, same bytes (default 42)"
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="drip order files this many seconds apart (default 0: all at once)",
+    )
+    p.add_argument(
+        "--start", type=int, default=1, help="number of the first order file (default 1)"
+    )
 
     p = add("backfill", "process every batch file in DIR (default: landing) and exit")
-    p.add_argument("dir", nargs="?", metavar="DIR", help="folder of batch files (default: the landing folder)")
+    p.add_argument(
+        "dir", nargs="?", metavar="DIR", help="folder of batch files (default: the landing folder)"
+    )
     p.add_argument("--strict", action="store_true", help="exit 3 when any file was quarantined")
     p.add_argument("--keep", action="store_true", help="leave the source files in place")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -79,19 +109,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="requeue every quarantined file")
 
     p = add("rebuild", "rebuild bronze, silver and gold from raw/ into a fresh lake")
-    p.add_argument("--into", metavar="PATH", required=True, help="the new lake folder (must not exist or be empty)")
+    p.add_argument(
+        "--into",
+        metavar="PATH",
+        required=True,
+        help="the new lake folder (must not exist or be empty)",
+    )
 
     add("rebuild-gold", "recompute the gold tables from silver from scratch")
 
     p = add("anomalies", "list flagged revenue anomalies")
-    p.add_argument("--export", metavar="FILE.parquet", help="write the flagged days to a Parquet file")
+    p.add_argument(
+        "--export", metavar="FILE.parquet", help="write the flagged days to a Parquet file"
+    )
     p.add_argument("--category", help="only this category (or All)")
 
     p = add("report", "product and order insights as JSON")
     p.add_argument("--out", metavar="FILE.json", help="write to a file instead of stdout")
 
     p = add("watch", "run the watcher daemon on the landing folder")
-    p.add_argument("--polling", action="store_true", default=None, help="poll instead of inotify (network filesystems)")
+    p.add_argument(
+        "--polling",
+        action="store_true",
+        default=None,
+        help="poll instead of inotify (network filesystems)",
+    )
 
     p = add("dashboard", "serve the Streamlit dashboard")
     p.add_argument("--port", type=int, help="port (default 8501)")
@@ -99,10 +141,18 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("demo", "daemon + simulated source + dashboard on a local lake (Ctrl-C stops all)")
     p.add_argument("--port", type=int, help="dashboard port (default 8501)")
-    p.add_argument("--interval", type=float, default=3.0, help="seconds between simulated batches (default 3)")
-    p.add_argument("--orders-per-batch", type=int, default=300, help="orders per simulated batch (default 300)")
-    p.add_argument("--history-batches", type=int, default=180,
-                   help="batches backfilled first so charts have history (default 180 = 60 days)")
+    p.add_argument(
+        "--interval", type=float, default=3.0, help="seconds between simulated batches (default 3)"
+    )
+    p.add_argument(
+        "--orders-per-batch", type=int, default=300, help="orders per simulated batch (default 300)"
+    )
+    p.add_argument(
+        "--history-batches",
+        type=int,
+        default=180,
+        help="batches backfilled first so charts have history (default 180 = 60 days)",
+    )
     p.add_argument("--no-browser", action="store_true", help="do not print the browser hint")
 
     p = add("maintain", "compact small files, checkpoint and vacuum old files")
@@ -111,18 +161,33 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("bench", "benchmark ecom-stream against the alternatives")
     p.add_argument("--files", type=int, default=300, help="order files (default 300)")
-    p.add_argument("--orders-per-file", type=int, default=1000, help="orders per file (default 1000)")
+    p.add_argument(
+        "--orders-per-file", type=int, default=1000, help="orders per file (default 1000)"
+    )
     p.add_argument("--product-files", type=int, default=5, help="product files (default 5)")
     p.add_argument("--products", type=int, default=2000, help="catalogue size (default 2000)")
-    p.add_argument("--seed-orders", type=int, default=0,
-                   help="grow the lake to about this many orders before the steady-state run")
-    p.add_argument("--only", default="floor,naive,tutorial,backfill,watch",
-                   help="comma-separated runners (default all)")
-    p.add_argument("--timeout", type=float, default=600.0, help="give up on a peer after this many seconds")
-    p.add_argument("--steady-files", type=int, default=100, help="files dropped one by one into the daemon")
+    p.add_argument(
+        "--seed-orders",
+        type=int,
+        default=0,
+        help="grow the lake to about this many orders before the steady-state run",
+    )
+    p.add_argument(
+        "--only",
+        default="floor,naive,tutorial,backfill,watch",
+        help="comma-separated runners (default all)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="give up on a peer after this many seconds"
+    )
+    p.add_argument(
+        "--steady-files", type=int, default=100, help="files dropped one by one into the daemon"
+    )
     p.add_argument("--pace", type=float, default=0.5, help="seconds between steady-state drops")
     p.add_argument("--workdir", metavar="DIR", help="scratch folder (default: a temporary folder)")
-    p.add_argument("--json-out", metavar="FILE", default="bench-results/latest.json", help="results JSON")
+    p.add_argument(
+        "--json-out", metavar="FILE", default="bench-results/latest.json", help="results JSON"
+    )
     return parser
 
 

@@ -28,8 +28,14 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
     out = Path(args.out) if args.out else settings.landing_dir
     options = GenerateOptions(
-        out=out, batches=args.batches, orders_per_batch=args.orders_per_batch, products=args.products,
-        product_batches=args.product_batches, seed=args.seed, interval=args.interval, start=args.start,
+        out=out,
+        batches=args.batches,
+        orders_per_batch=args.orders_per_batch,
+        products=args.products,
+        product_batches=args.product_batches,
+        seed=args.seed,
+        interval=args.interval,
+        start=args.start,
     )
     paths = generate(options, on_file=lambda p: print(f"wrote {p}") if args.interval else None)
     print(f"generated {len(paths)} files in {out}")
@@ -43,7 +49,9 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     summary = run_backfill(settings, folder, keep=args.keep, progress=not args.no_progress)
     print(f"backfill: {summary.text()}")
     if args.strict and summary.outcomes.get("quarantined"):
-        print("backfill: some files were quarantined (see `ecom-stream quarantine`)", file=sys.stderr)
+        print(
+            "backfill: some files were quarantined (see `ecom-stream quarantine`)", file=sys.stderr
+        )
         return EXIT_QUARANTINED
     return EXIT_OK
 
@@ -68,7 +76,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{name:<26}{t['version']:>8}{t['rows']:>12,}{t['files']:>8}")
         batches = ", ".join(f"{n} {k}" for k, n in sorted(status["batches"].items())) or "none yet"
         print(f"\nbatches: {batches}")
-        print(f"newest batch: {status['newest_batch_file'] or '-'} at {status['newest_batch_at'] or '-'}")
+        print(
+            f"newest batch: {status['newest_batch_file'] or '-'} "
+            f"at {status['newest_batch_at'] or '-'}"
+        )
     daemon = status["daemon"]
     if daemon:
         state = "alive" if daemon["alive"] else "stopped" if daemon.get("stopped") else "stale"
@@ -135,7 +146,10 @@ def cmd_rebuild_gold(args: argparse.Namespace, settings: Settings) -> int:
     with LakeLock(lake.lock_path, "rebuild-gold"):
         lake.ensure_tables()
         GoldRefresher(lake, settings).rebuild()
-    print(f"gold rebuilt: {lake.count('daily_revenue')} daily rows, {lake.count('revenue_anomalies')} anomaly rows")
+    print(
+        f"gold rebuilt: {lake.count('daily_revenue')} daily rows, "
+        f"{lake.count('revenue_anomalies')} anomaly rows"
+    )
     return EXIT_OK
 
 
@@ -161,8 +175,10 @@ def cmd_anomalies(args: argparse.Namespace, settings: Settings) -> int:
         if flagged.empty:
             print("no anomalies flagged")
         for row in flagged.itertuples():
-            print(f"{row.order_date} {row.category:<12} revenue {row.revenue:>12,.2f} "
-                  f"mean {row.rolling_mean:>12,.2f} z {row.z_score:+.2f}")
+            print(
+                f"{row.order_date} {row.category:<12} revenue {row.revenue:>12,.2f} "
+                f"mean {row.rolling_mean:>12,.2f} z {row.z_score:+.2f}"
+            )
     return EXIT_OK
 
 
@@ -194,8 +210,12 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.demo import run_demo
 
-    return run_demo(settings, interval=args.interval, orders_per_batch=args.orders_per_batch,
-                    history_batches=args.history_batches)
+    return run_demo(
+        settings,
+        interval=args.interval,
+        orders_per_batch=args.orders_per_batch,
+        history_batches=args.history_batches,
+    )
 
 
 def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:

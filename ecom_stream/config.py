@@ -1,4 +1,4 @@
-"""Typed settings, resolved once: defaults, then ``ECOM_*`` environment variables, then CLI flags."""
+"""Typed settings, resolved once: defaults, then ``ECOM_*`` environment, then CLI flags."""
 
 from __future__ import annotations
 
@@ -121,7 +121,10 @@ class Settings:
                 raise ConfigError(f"{name} must be between 0 and 1")
         if self.microbatch_max_files < 1 or self.microbatch_max_rows < 1:
             raise ConfigError("micro-batch limits must be at least 1")
-        if self.anomaly_min_history_days < 2 or self.anomaly_window_days < self.anomaly_min_history_days:
+        if (
+            self.anomaly_min_history_days < 2
+            or self.anomaly_window_days < self.anomaly_min_history_days
+        ):
             raise ConfigError("need 2 <= anomaly_min_history_days <= anomaly_window_days")
 
     @classmethod
@@ -133,7 +136,7 @@ class Settings:
         """Defaults, overridden by ``ECOM_<FIELD>`` variables, overridden by ``overrides``.
 
         ``ECOM_LANDING`` and ``ECOM_LAKE`` are accepted for the two directories; policies are
-        set with ``ECOM_POLICY_<EXPECTATION>=warn`` (for example ``ECOM_POLICY_ORDERS_STATUS_KNOWN``).
+        set with ``ECOM_POLICY_<EXPECTATION>=warn`` (e.g. ``ECOM_POLICY_ORDERS_STATUS_KNOWN``).
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}

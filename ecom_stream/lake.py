@@ -149,7 +149,7 @@ class Lake:
 
     def table(self, name: str, *, refresh: bool = False) -> DeltaTable:
         """A cached handle, brought up to date with the log (cheap: reads new commits only);
-        a writer's handles are current already unless ``refresh`` asks for other writers' commits."""
+        a writer's handles are current already, unless ``refresh`` asks for others' commits."""
         handle = self._handles.get(name)
         if handle is not None and self.writer and not refresh:
             return handle
@@ -296,8 +296,12 @@ class Lake:
         """Replace the lines of updated orders: upsert ``lines`` by (order_id, line_no) and
         delete the (order_id, line_no) pairs in ``deletes`` (lines an order no longer has)."""
         name = "silver_order_lines"
-        new = self._arrow(name, lines).append_column("_delete", pa.array([False] * len(lines), pa.bool_()))
-        gone = self._arrow(name, deletes).append_column("_delete", pa.array([True] * len(deletes), pa.bool_()))
+        new = self._arrow(name, lines).append_column(
+            "_delete", pa.array([False] * len(lines), pa.bool_())
+        )
+        gone = self._arrow(name, deletes).append_column(
+            "_delete", pa.array([True] * len(deletes), pa.bool_())
+        )
         source = pa.concat_tables([new, gone])
         predicate = (
             "t.order_id = s.order_id AND t.line_no = s.line_no"
@@ -317,7 +321,9 @@ class Lake:
                 )
                 .when_matched_delete(predicate="s._delete")
                 .when_matched_update(updates={c: f"s.{c}" for c in cols}, predicate="NOT s._delete")
-                .when_not_matched_insert(updates={c: f"s.{c}" for c in cols}, predicate="NOT s._delete")
+                .when_not_matched_insert(
+                    updates={c: f"s.{c}" for c in cols}, predicate="NOT s._delete"
+                )
                 .execute()
             )
         except CommitFailedError as exc:
@@ -360,7 +366,9 @@ class Lake:
         return dict(metrics)
 
     # -- silver lookups -------------------------------------------------------------------
-    def lookup(self, entity: str, keys: Sequence[int], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    def lookup(
+        self, entity: str, keys: Sequence[int], columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """The stored silver rows for ``keys`` (files pruned by key statistics)."""
         key = S.KEYS[entity]
         if len(keys) == 0:
@@ -373,14 +381,20 @@ class Lake:
         )
         return table.to_pandas()
 
-    def read_for_dates(self, name: str, dates: Iterable[date], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    def read_for_dates(
+        self, name: str, dates: Iterable[date], columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Rows of a day-partitioned table for the given days only (partition pruning)."""
         dates = sorted(set(dates))
         if not dates:
-            return self._arrow(name, pd.DataFrame(columns=TABLES[name].schema.names)).select(
-                list(columns or TABLES[name].schema.names)
-            ).to_pandas()
-        return self.read(name, columns=columns, files=f"order_date IN ({dates_literal(dates)})").to_pandas()
+            return (
+                self._arrow(name, pd.DataFrame(columns=TABLES[name].schema.names))
+                .select(list(columns or TABLES[name].schema.names))
+                .to_pandas()
+            )
+        return self.read(
+            name, columns=columns, files=f"order_date IN ({dates_literal(dates)})"
+        ).to_pandas()
 
     def order_dates_of_products(self, product_ids: Sequence[int]) -> set[date]:
         """Days with an order line of one of ``product_ids`` (projected scan of two columns)."""
@@ -426,7 +440,11 @@ class Lake:
         target = self.raw_path(batch_id, name)
         if not target.exists():
             atomic_write(target, data)
-            atomic_write(target.parent / "meta.json", json.dumps(dict(meta), indent=2).encode(), durable=False)
+            atomic_write(
+                target.parent / "meta.json",
+                json.dumps(dict(meta), indent=2).encode(),
+                durable=False,
+            )
         return target
 
     def raw_batches(self) -> list[tuple[Path, dict[str, Any]]]:
@@ -438,12 +456,19 @@ class Lake:
                 found.append((meta_path.parent / meta["name"], meta))
         return sorted(found, key=lambda item: (item[1]["name"], item[1]["batch_id"]))
 
-    def store_quarantined(self, source: Path, data: bytes | None, name: str, reason: Mapping[str, Any]) -> Path:
+    def store_quarantined(
+        self, source: Path, data: bytes | None, name: str, reason: Mapping[str, Any]
+    ) -> Path:
         """Copy a rejected file into quarantine/ with its ``.reason.json``; returns the new path."""
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         target = self.quarantine_dir / name
         if target.exists() or target.is_symlink():
-            same = data is not None and target.is_file() and not target.is_symlink() and target.read_bytes() == data
+            same = (
+                data is not None
+                and target.is_file()
+                and not target.is_symlink()
+                and target.read_bytes() == data
+            )
             if not same:
                 stem, dot, ext = name.partition(".")
                 target = self.quarantine_dir / f"{stem}.{str(reason['batch_id'])[:12]}{dot}{ext}"

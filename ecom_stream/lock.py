@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from ecom_stream.errors import LockError
+from ecom_stream.errors import LakeError, LockError
 
 __all__ = ["LakeLock"]
 
@@ -23,19 +23,30 @@ class LakeLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LakeError(
+                f"cannot create the lock {self.path}: {exc.strerror or exc}; check the --lake path"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
             raise LockError(
-                f"another ecom-stream process ({holder}) is writing the lake {self.path.parent.parent}; "
+                f"another ecom-stream process ({holder}) is writing the lake "
+                f"{self.path.parent.parent}; "
                 "stop it first, or drop files into its landing folder instead"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "purpose": self.purpose, "since": time.time()}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {"pid": os.getpid(), "purpose": self.purpose, "since": time.time()}
+            ).encode(),
+        )
         self._fd = fd
 
     def release(self) -> None:
@@ -48,7 +59,9 @@ class LakeLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
         self.release()
 
 

@@ -34,7 +34,9 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     """Log to stderr, plain or as JSON lines; quiet the chatty libraries."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        JsonFormatter()
+        if json_lines
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -81,5 +81,7 @@ def maintain(settings: Settings, *, dry_run: bool = False) -> list[str]:
                 full=True,
             )
             verb = "would delete" if dry_run else "deleted"
-            lines.append(f"{spec.path}: files {before} -> {after}; vacuum {verb} {len(removed)} old files")
+            lines.append(
+                f"{spec.path}: files {before} -> {after}; vacuum {verb} {len(removed)} old files"
+            )
     return lines

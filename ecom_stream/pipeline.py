@@ -10,8 +10,8 @@ that already happened.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import ctypes
+import dataclasses
 import gc
 import hashlib
 import json
@@ -32,12 +32,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ecom_stream import clean, refresh
-from ecom_stream.refresh import AFFECTED_KEY, GoldRefresher
 from ecom_stream import schema as S
 from ecom_stream.config import Settings
 from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write
 from ecom_stream.read import FileKind, classify, parse_records, read_bytes
+from ecom_stream.refresh import AFFECTED_KEY, GoldRefresher
 
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of"]
 
@@ -77,7 +77,10 @@ class FileOutcome:
             parts.append(f"reason={self.reason!r}")
         parts.append(
             "ms read={:.0f} validate={:.0f} merge={:.0f} gold={:.0f}".format(
-                t.get("read_ms", 0), t.get("validate_ms", 0), t.get("merge_ms", 0), t.get("gold_ms", 0)
+                t.get("read_ms", 0),
+                t.get("validate_ms", 0),
+                t.get("merge_ms", 0),
+                t.get("gold_ms", 0),
             )
         )
         return " ".join(parts)
@@ -133,9 +136,21 @@ class Pipeline:
     def warm_up(self) -> None:
         """Build Great Expectations (seconds) before the first file arrives, not on it."""
         samples = {
-            "products": {"product_id": 1, "name": "x", "price": 1.0, "created_at": "2026-01-01T00:00:00"},
-            "orders": {"order_id": 1, "customer_id": 1, "product_ids": [1], "quantities": [1], "total": 1.0,
-                       "status": "pending", "created_at": "2026-01-01T00:00:00"},
+            "products": {
+                "product_id": 1,
+                "name": "x",
+                "price": 1.0,
+                "created_at": "2026-01-01T00:00:00",
+            },
+            "orders": {
+                "order_id": 1,
+                "customer_id": 1,
+                "product_ids": [1],
+                "quantities": [1],
+                "total": 1.0,
+                "status": "pending",
+                "created_at": "2026-01-01T00:00:00",
+            },
         }
         for entity, record in samples.items():
             typed = clean.typed_view(entity, clean.records_frame(entity, [[record]]))
@@ -152,9 +167,13 @@ class Pipeline:
 
     # -- state ----------------------------------------------------------------------------
     def _load_ledger(self) -> None:
-        ledger = self.lake.read_pandas("ledger", columns=["batch_id", "arrival_id", "outcome", "finished_at"])
+        ledger = self.lake.read_pandas(
+            "ledger", columns=["batch_id", "arrival_id", "outcome", "finished_at"]
+        )
         self._arrivals = set(ledger["arrival_id"])
-        last = ledger.sort_values("finished_at", kind="stable").drop_duplicates("batch_id", keep="last")
+        last = ledger.sort_values("finished_at", kind="stable").drop_duplicates(
+            "batch_id", keep="last"
+        )
         self._done_batches = set(last.loc[last["outcome"].isin(DONE_OUTCOMES), "batch_id"])
 
     def _load_inflight(self) -> set[str]:
@@ -169,9 +188,16 @@ class Pipeline:
         if batch_id not in self._done_batches:
             return False
         rows = self.lake.read_pandas(
-            "ledger", columns=["outcome", "finished_at"], rows=pads.field("batch_id") == batch_id, refresh=True
+            "ledger",
+            columns=["outcome", "finished_at"],
+            rows=pads.field("batch_id") == batch_id,
+            refresh=True,
         )
-        last = rows.sort_values("finished_at", kind="stable")["outcome"].iloc[-1] if len(rows) else None
+        last = (
+            rows.sort_values("finished_at", kind="stable")["outcome"].iloc[-1]
+            if len(rows)
+            else None
+        )
         if last in DONE_OUTCOMES:
             return True
         self._done_batches.discard(batch_id)
@@ -189,7 +215,9 @@ class Pipeline:
         The result equals processing them one by one: merges are newer-wins, rows are rejected
         before duplicate keys are reduced, and batch verdicts are per file.
         """
-        ordered = sorted(paths, key=lambda p: (0 if p.name.lower().startswith("products") else 1, p.name))
+        ordered = sorted(
+            paths, key=lambda p: (0 if p.name.lower().startswith("products") else 1, p.name)
+        )
         outcomes: list[FileOutcome] = []
         finals: list[FileOutcome] = []
         group: list[_Parsed] = []
@@ -215,7 +243,8 @@ class Pipeline:
                 if group and (
                     group[0].entity != item.entity
                     or len(group) >= self.settings.microbatch_max_files
-                    or sum(len(g.records) for g in group) + len(item.records) > self.settings.microbatch_max_rows
+                    or sum(len(g.records) for g in group) + len(item.records)
+                    > self.settings.microbatch_max_rows
                 ):
                     flush()
                 group.append(item)
@@ -235,8 +264,9 @@ class Pipeline:
         except BatchError:
             data = None
         batch_id = hashlib.sha256((data or b"") + f"\0{path.name}".encode()).hexdigest()
-        outcome = self._quarantine_unread(path, kind, data, batch_id, arrival_id_of(batch_id, path),
-                                          reason, datetime.now(UTC))
+        outcome = self._quarantine_unread(
+            path, kind, data, batch_id, arrival_id_of(batch_id, path), reason, datetime.now(UTC)
+        )
         return self._commit_microbatch([], [outcome])[0]
 
     # -- stage 1: one file ----------------------------------------------------------------
@@ -256,47 +286,94 @@ class Pipeline:
         arrival = arrival_id_of(batch_id, path)
         if arrival in self._arrivals:
             # Recorded before a crash or stop, but not yet removed from landing.
-            self._remove_source(path)
+            self._remove_source(path, batch_id, arrival)
             return None
         if batch_id in seen or self._already_done(batch_id):
-            return FileOutcome(path.name, kind.entity, batch_id, arrival, "duplicate",
-                               reason="same bytes as a batch already processed", received_at=received,
-                               source=path)
+            return FileOutcome(
+                path.name,
+                kind.entity,
+                batch_id,
+                arrival,
+                "duplicate",
+                reason="same bytes as a batch already processed",
+                received_at=received,
+                source=path,
+            )
         seen.add(batch_id)
         if kind.action == "quarantine":
-            return self._quarantine_unread(path, kind, data, batch_id, arrival, kind.reason or "", received)
+            return self._quarantine_unread(
+                path, kind, data, batch_id, arrival, kind.reason or "", received
+            )
         try:
             records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
         except BatchReadError as exc:
-            return self._quarantine_unread(path, kind, data, batch_id, arrival, exc.reason, received)
-        self.lake.store_raw(batch_id, path.name, data, _raw_meta(path.name, kind, batch_id, received))
+            return self._quarantine_unread(
+                path, kind, data, batch_id, arrival, exc.reason, received
+            )
+        self.lake.store_raw(
+            batch_id, path.name, data, _raw_meta(path.name, kind, batch_id, received)
+        )
         read_ms = (time.perf_counter() - started) * 1000
         if not records:
-            return FileOutcome(path.name, kind.entity, batch_id, arrival, "empty", received_at=received,
-                               timings={"read_ms": read_ms}, source=path)
-        return _Parsed(path, path.name, kind.entity or "", batch_id, arrival, records, received, read_ms)
+            return FileOutcome(
+                path.name,
+                kind.entity,
+                batch_id,
+                arrival,
+                "empty",
+                received_at=received,
+                timings={"read_ms": read_ms},
+                source=path,
+            )
+        return _Parsed(
+            path, path.name, kind.entity or "", batch_id, arrival, records, received, read_ms
+        )
 
-    def _unreadable(self, path: Path, kind: FileKind, data: bytes | None, reason: str, received: datetime) -> FileOutcome:
+    def _unreadable(
+        self, path: Path, kind: FileKind, data: bytes | None, reason: str, received: datetime
+    ) -> FileOutcome:
         target = os.readlink(path) if path.is_symlink() else ""
-        batch_id = hashlib.sha256((data or b"") + f"\0{path.name}\0{target}\0{reason}".encode()).hexdigest()
+        batch_id = hashlib.sha256(
+            (data or b"") + f"\0{path.name}\0{target}\0{reason}".encode()
+        ).hexdigest()
         arrival = arrival_id_of(batch_id, path)
         if arrival in self._arrivals:
-            self._remove_source(path)
+            self._remove_source(path, batch_id, arrival)
             return FileOutcome(path.name, kind.entity, batch_id, arrival, "recovered")
         return self._quarantine_unread(path, kind, data, batch_id, arrival, reason, received)
 
     def _quarantine_unread(
-        self, path: Path, kind: FileKind, data: bytes | None, batch_id: str, arrival: str,
-        reason: str, received: datetime,
+        self,
+        path: Path,
+        kind: FileKind,
+        data: bytes | None,
+        batch_id: str,
+        arrival: str,
+        reason: str,
+        received: datetime,
     ) -> FileOutcome:
         if data is not None:
-            self.lake.store_raw(batch_id, path.name, data, _raw_meta(path.name, kind, batch_id, received))
-        outcome = FileOutcome(path.name, kind.entity, batch_id, arrival, "quarantined", reason=reason,
-                              received_at=received, source=path)
-        self._quarantine_file(outcome, data, {"failed_checks": [{"check": "readable", "observed": reason}]})
+            self.lake.store_raw(
+                batch_id, path.name, data, _raw_meta(path.name, kind, batch_id, received)
+            )
+        outcome = FileOutcome(
+            path.name,
+            kind.entity,
+            batch_id,
+            arrival,
+            "quarantined",
+            reason=reason,
+            received_at=received,
+            source=path,
+        )
+        self._quarantine_file(
+            outcome, data, {"failed_checks": [{"check": "readable", "observed": reason}]}
+        )
         return outcome
 
-    def _quarantine_file(self, outcome: FileOutcome, data: bytes | None, details: dict[str, Any]) -> None:
+    def _quarantine_file(
+        self, outcome: FileOutcome, data: bytes | None, details: dict[str, Any]
+    ) -> None:
         reason = {
             "file": outcome.name,
             "batch_id": outcome.batch_id,
@@ -304,31 +381,55 @@ class Pipeline:
             "reason": outcome.reason,
             **details,
             "quarantined_at": datetime.now(UTC).isoformat(),
-            "fix": "fix the file, then `ecom-stream requeue NAME` (or drop the fixed file into landing)",
+            "fix": "fix the file, then `ecom-stream requeue NAME` "
+            "(or drop the fixed file into landing)",
         }
         assert outcome.source is not None
         target = self.lake.store_quarantined(outcome.source, data, outcome.name, reason)
         outcome.quarantined_as = target.name
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
-    def _commit_microbatch(self, group: list[_Parsed], finals: list[FileOutcome]) -> list[FileOutcome]:
+    def _commit_microbatch(
+        self, group: list[_Parsed], finals: list[FileOutcome]
+    ) -> list[FileOutcome]:
         arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
-        atomic_write(self.lake.inflight_path, json.dumps({"arrivals": arrivals}).encode())
+        # Files of a failed micro-batch stay suspects (some of their rows may be committed)
+        # until they are recorded, so the marker lists them too.
+        marker = sorted(self._suspects | set(arrivals))
+        atomic_write(self.lake.inflight_path, json.dumps({"arrivals": marker}).encode())
+        try:
+            return self._commit_outcomes(group, finals, arrivals)
+        except BaseException:
+            self._suspects |= set(arrivals)
+            raise
+
+    def _commit_outcomes(
+        self, group: list[_Parsed], finals: list[FileOutcome], arrivals: list[str]
+    ) -> list[FileOutcome]:
         outcomes = self._merge_group(group) if group else []
         outcomes += finals
         quarantined = [o for o in outcomes if o.outcome == "quarantined"]
         if quarantined:
             self._append_once("quarantine_records", _quarantine_rows(quarantined), quarantined)
-        versions = {k: v for k, v in self.lake.versions().items() if k.startswith(("silver", "daily", "revenue"))}
+        versions = {
+            k: v
+            for k, v in self.lake.versions().items()
+            if k.startswith(("silver", "daily", "revenue"))
+        }
         self._append_ledger(outcomes, versions, len(group) + len(finals))
         for o in outcomes:
             self._arrivals.add(o.arrival_id)
             if o.outcome in DONE_OUTCOMES:
                 self._done_batches.add(o.batch_id)
             if o.source is not None:
-                self._remove_source(o.source)
-        self.lake.inflight_path.unlink(missing_ok=True)
+                self._remove_source(o.source, o.batch_id, o.arrival_id)
         self._suspects -= set(arrivals)
+        if self._suspects:
+            atomic_write(
+                self.lake.inflight_path, json.dumps({"arrivals": sorted(self._suspects)}).encode()
+            )
+        else:
+            self.lake.inflight_path.unlink(missing_ok=True)
         if sum(o.rows_in for o in outcomes) >= 10_000:
             _release_memory()
         return outcomes
@@ -345,8 +446,17 @@ class Pipeline:
         t1 = time.perf_counter()
 
         outcomes = [
-            FileOutcome(g.name, entity, g.batch_id, g.arrival_id, "merged", rows_in=len(g.records),
-                        received_at=g.received_at, source=g.path, timings={"read_ms": g.read_ms})
+            FileOutcome(
+                g.name,
+                entity,
+                g.batch_id,
+                g.arrival_id,
+                "merged",
+                rows_in=len(g.records),
+                received_at=g.received_at,
+                source=g.path,
+                timings={"read_ms": g.read_ms},
+            )
             for g in group
         ]
         bad_files = {r.file_index for r in reports if r.quarantine_reasons}
@@ -374,10 +484,17 @@ class Pipeline:
 
         # Bronze keeps every row of every accepted file, rejected rows included.
         keep_bronze = ~in_bad_file
-        self._append_once(BRONZE[entity], _bronze_rows(entity, raw[keep_bronze], group), [o for o in outcomes if o.outcome == "merged"])
+        self._append_once(
+            BRONZE[entity],
+            _bronze_rows(entity, raw[keep_bronze], group),
+            [o for o in outcomes if o.outcome == "merged"],
+        )
         if rejected.any():
-            self._append_once("rejected_rows", _rejected_rows(entity, raw, typed, reject_reason, rejected, group),
-                              [o for o in outcomes if o.rows_rejected])
+            self._append_once(
+                "rejected_rows",
+                _rejected_rows(entity, raw, typed, reject_reason, rejected, group),
+                [o for o in outcomes if o.rows_rejected],
+            )
 
         typed_ok = typed[accepted].reset_index(drop=True)
         # The raw records and frames are not needed past this point: free them before the
@@ -390,18 +507,31 @@ class Pipeline:
         gold_ms = self.gold.bring_up_to_date()
         t3 = time.perf_counter()
 
-        self._append_once("quality_validations", _quality_rows(group, reports, warnings, typed_ok), outcomes)
+        self._append_once(
+            "quality_validations", _quality_rows(group, reports, warnings, typed_ok), outcomes
+        )
         for i, o in enumerate(outcomes):
             if o.outcome == "quarantined":
                 report = reports[i]
                 failed = [
-                    {"check": c.expectation, "policy": c.policy, "observed": c.observed, "sample": c.sample}
-                    for c in report.checks if not c.success and c.policy == "quarantine-batch"
+                    {
+                        "check": c.expectation,
+                        "policy": c.policy,
+                        "observed": c.observed,
+                        "sample": c.sample,
+                    }
+                    for c in report.checks
+                    if not c.success and c.policy == "quarantine-batch"
                 ]
-                self._quarantine_file(o, group[i].path.read_bytes() if group[i].path.exists() else None,
-                                      {"failed_checks": failed})
+                self._quarantine_file(
+                    o,
+                    group[i].path.read_bytes() if group[i].path.exists() else None,
+                    {"failed_checks": failed},
+                )
             self._store_gx_result(group[i], reports[i])
-            o.timings.update(validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms)
+            o.timings.update(
+                validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
+            )
         del t3
         return outcomes
 
@@ -431,15 +561,29 @@ class Pipeline:
                 if file_index in failing_files:
                     rows = winners[files == file_index].reset_index(drop=True)
                     mine = stored_w[stored_w[key].isin(rows[key])].reset_index(drop=True)
-                    own = [c for c in domain_warnings(entity, rows, mine, self.settings)
-                           if c.expectation == check.expectation]
+                    own = [
+                        c
+                        for c in domain_warnings(entity, rows, mine, self.settings)
+                        if c.expectation == check.expectation
+                    ]
                     warnings += [(int(file_index), c) for c in own]
                 else:
                     n = int((has_stored & (files == file_index)).sum())
-                    warnings.append((int(file_index), dataclasses.replace(
-                        check, success=True, unexpected_count=0, element_count=n,
-                        unexpected_percent=0.0 if n else None, failing_rows=np.empty(0, np.int64),
-                        sample=[], observed=f"no finding in {n} updated rows")))
+                    warnings.append(
+                        (
+                            int(file_index),
+                            dataclasses.replace(
+                                check,
+                                success=True,
+                                unexpected_count=0,
+                                element_count=n,
+                                unexpected_percent=0.0 if n else None,
+                                failing_rows=np.empty(0, np.int64),
+                                sample=[],
+                                observed=f"no finding in {n} updated rows",
+                            ),
+                        )
+                    )
         if entity == "orders":
             self._merge_orders(winners, stored_w)
         else:
@@ -456,20 +600,32 @@ class Pipeline:
         dates = old_dates | new_dates
         self.lake.merge_lines(lines, deletes, dates=dates, metadata=meta)
         self.lake.merge_upsert(
-            "silver_orders", winners, key="order_id",
-            target_filter=f"t.order_date IN ({_dates_sql(dates)})", metadata=meta,
+            "silver_orders",
+            winners,
+            key="order_id",
+            target_filter=f"t.order_date IN ({_dates_sql(dates)})",
+            metadata=meta,
         )
 
     def _merge_products(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
-        merged = winners.merge(stored[["product_id", "price", "category"]], on="product_id", how="left",
-                               suffixes=("", "_old"))
-        changed = merged[(merged["price"] != merged["price_old"]) | (merged["category"] != merged["category_old"])]
+        merged = winners.merge(
+            stored[["product_id", "price", "category"]],
+            on="product_id",
+            how="left",
+            suffixes=("", "_old"),
+        )
+        changed = merged[
+            (merged["price"] != merged["price_old"])
+            | (merged["category"] != merged["category_old"])
+        ]
         affected = self.lake.order_dates_of_products(changed["product_id"].tolist())
         meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
         self.lake.merge_upsert(SILVER["products"], winners, key="product_id", metadata=meta)
 
     # -- bookkeeping ----------------------------------------------------------------------
-    def _append_once(self, table: str, rows: pd.DataFrame | pa.Table, owners: Sequence[FileOutcome]) -> None:
+    def _append_once(
+        self, table: str, rows: pd.DataFrame | pa.Table, owners: Sequence[FileOutcome]
+    ) -> None:
         """Append rows tagged with their owners' arrival ids; after a crash, skip owners whose
         rows were already committed (their app transaction is in the table)."""
         owners = list(owners)
@@ -480,15 +636,22 @@ class Pipeline:
         if isinstance(rows, pd.DataFrame):
             rows = pa.Table.from_pandas(rows, preserve_index=False)
         if done:
-            keep = pc.invert(pc.is_in(rows.column("_arrival"), value_set=pa.array(sorted(done), pa.string())))
+            keep = pc.invert(
+                pc.is_in(rows.column("_arrival"), value_set=pa.array(sorted(done), pa.string()))
+            )
             rows = rows.filter(keep)
             owners = [o for o in owners if o.arrival_id not in done]
         if not owners:
             return
-        self.lake.append(table, rows.drop_columns(["_arrival"]),
-                         txns=[TXN.format(arrival=o.arrival_id) for o in owners])
+        self.lake.append(
+            table,
+            rows.drop_columns(["_arrival"]),
+            txns=[TXN.format(arrival=o.arrival_id) for o in owners],
+        )
 
-    def _append_ledger(self, outcomes: list[FileOutcome], versions: dict[str, int], files: int) -> None:
+    def _append_ledger(
+        self, outcomes: list[FileOutcome], versions: dict[str, int], files: int
+    ) -> None:
         now = datetime.now(UTC)
         rows = pd.DataFrame(
             {
@@ -520,13 +683,19 @@ class Pipeline:
         # Derived data (the ledger and quality table hold the verdict): no fsync needed.
         atomic_write(target, orjson.dumps(report.to_json(), default=str), durable=False)
 
-    def _remove_source(self, path: Path) -> None:
+    def _remove_source(self, path: Path, batch_id: str, arrival: str) -> None:
+        """Remove a handled file from landing, unless a producer replaced it meanwhile."""
         if self.keep_source:
             return
-        try:
+        if arrival_id_of(batch_id, path) != arrival:
+            if path.exists() or path.is_symlink():
+                logger.warning(
+                    "%s was replaced while being processed: the new file stays in landing",
+                    path.name,
+                )
+            return
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def _release_memory() -> None:
@@ -539,7 +708,12 @@ def _release_memory() -> None:
 
 
 def _raw_meta(name: str, kind: FileKind, batch_id: str, received: datetime) -> dict[str, Any]:
-    return {"name": name, "entity": kind.entity, "batch_id": batch_id, "received_at": received.isoformat()}
+    return {
+        "name": name,
+        "entity": kind.entity,
+        "batch_id": batch_id,
+        "received_at": received.isoformat(),
+    }
 
 
 def _dates_sql(dates: Iterable[date]) -> str:
@@ -549,7 +723,9 @@ def _dates_sql(dates: Iterable[date]) -> str:
 def _newer_than_stored(batch: pd.DataFrame, stored: pd.DataFrame, key: str) -> pd.DataFrame:
     if stored.empty:
         return batch
-    old = stored[[key, "_version_ts", "_row_hash"]].rename(columns={"_version_ts": "_v_old", "_row_hash": "_h_old"})
+    old = stored[[key, "_version_ts", "_row_hash"]].rename(
+        columns={"_version_ts": "_v_old", "_row_hash": "_h_old"}
+    )
     joined = batch.merge(old, on=key, how="left")
     newer = (
         joined["_v_old"].isna()
@@ -612,13 +788,20 @@ def _bronze_rows(entity: str, raw: pd.DataFrame, group: list[_Parsed]) -> pa.Tab
 
 
 def _rejected_rows(
-    entity: str, raw: pd.DataFrame, typed: pd.DataFrame, reasons: np.ndarray, mask: np.ndarray,
+    entity: str,
+    raw: pd.DataFrame,
+    typed: pd.DataFrame,
+    reasons: np.ndarray,
+    mask: np.ndarray,
     group: list[_Parsed],
 ) -> pd.DataFrame:
     files = typed["_file"].to_numpy()[mask]
     row_no = typed["_row_no"].to_numpy()[mask]
     key = S.KEYS[entity]
-    raw_json = [json.dumps(group[f].records[r], ensure_ascii=False, default=str) for f, r in zip(files, row_no, strict=True)]
+    raw_json = [
+        json.dumps(group[f].records[r], ensure_ascii=False, default=str)
+        for f, r in zip(files, row_no, strict=True)
+    ]
     return pd.DataFrame(
         {
             "entity": entity,
@@ -634,7 +817,12 @@ def _rejected_rows(
     )
 
 
-def _quality_rows(group: list[_Parsed], reports: list[Any], warnings: list[tuple[int, Any]], typed_ok: pd.DataFrame) -> pd.DataFrame:
+def _quality_rows(
+    group: list[_Parsed],
+    reports: list[Any],
+    warnings: list[tuple[int, Any]],
+    typed_ok: pd.DataFrame,
+) -> pd.DataFrame:
     rows = []
     now = pd.Timestamp.now(tz="UTC")
     per_file: list[list[Any]] = [list(r.checks) for r in reports]
@@ -645,11 +833,19 @@ def _quality_rows(group: list[_Parsed], reports: list[Any], warnings: list[tuple
         for c in checks:
             rows.append(
                 {
-                    "batch_id": g.batch_id, "source_file": g.name, "entity": g.entity,
-                    "expectation": c.expectation, "column": c.column, "policy": c.policy,
-                    "success": bool(c.success), "observed_value": c.observed,
-                    "unexpected_count": int(c.unexpected_count), "unexpected_percent": c.unexpected_percent,
-                    "element_count": int(c.element_count), "validated_at": now, "_arrival": g.arrival_id,
+                    "batch_id": g.batch_id,
+                    "source_file": g.name,
+                    "entity": g.entity,
+                    "expectation": c.expectation,
+                    "column": c.column,
+                    "policy": c.policy,
+                    "success": bool(c.success),
+                    "observed_value": c.observed,
+                    "unexpected_count": int(c.unexpected_count),
+                    "unexpected_percent": c.unexpected_percent,
+                    "element_count": int(c.element_count),
+                    "validated_at": now,
+                    "_arrival": g.arrival_id,
                 }
             )
     columns = [*S.QUALITY_SCHEMA.names, "_arrival"]

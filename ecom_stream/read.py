@@ -1,4 +1,4 @@
-"""Turns one batch file into records plus batch metadata; raises ``BatchReadError`` with a precise reason."""
+"""Turns one batch file into records and its batch id; ``BatchReadError`` says why it can't."""
 
 from __future__ import annotations
 
@@ -60,7 +60,13 @@ def classify(name: str) -> FileKind:
         return FileKind("ignore")
     if lower.endswith(".reason.json") or lower.endswith(".gx.json"):
         return FileKind("ignore")
-    entity = "products" if lower.startswith("products") else "orders" if lower.startswith("orders") else None
+    entity = (
+        "products"
+        if lower.startswith("products")
+        else "orders"
+        if lower.startswith("orders")
+        else None
+    )
     if entity is None:
         return FileKind(
             "quarantine",
@@ -73,7 +79,8 @@ def classify(name: str) -> FileKind:
     return FileKind(
         "quarantine",
         entity,
-        reason="unsupported extension: use .json (an array of objects) or .jsonl/.ndjson (one object a line)",
+        reason="unsupported extension: use .json (an array of objects) "
+        "or .jsonl/.ndjson (one object a line)",
     )
 
 
@@ -98,9 +105,22 @@ def row_hash(record: dict[str, Any]) -> str:
 
 def read_bytes(path: Path, max_bytes: int) -> bytes:
     """The file's bytes; symlinks, non-regular files, empty and oversized files raise."""
+    try:
+        return _read_bytes(path, max_bytes)
+    except (FileNotFoundError, BatchReadError):
+        raise
+    except OSError as exc:
+        raise BatchReadError(
+            f"cannot read the file: {exc.strerror or exc}; check its permissions"
+        ) from None
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
-        raise BatchReadError("symbolic link: links are never followed; copy the file itself instead")
+        raise BatchReadError(
+            "symbolic link: links are never followed; copy the file itself instead"
+        )
     if not stat.S_ISREG(st.st_mode):
         raise BatchReadError("not a regular file")
     if st.st_size > max_bytes:
@@ -165,7 +185,9 @@ def _parse_array(text: str) -> list[Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BatchReadError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise BatchReadError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
     except RecursionError:
         raise BatchReadError("JSON nested too deeply to parse") from None
     if not isinstance(value, list):

@@ -51,7 +51,10 @@ class GoldRefresher:
         """Current silver products (price, category), cached by table version."""
         version = self.lake.version("silver_products")
         if self._products is None or self._products[0] != version:
-            self._products = (version, self.lake.read_pandas("silver_products", columns=PRODUCT_COLS))
+            self._products = (
+                version,
+                self.lake.read_pandas("silver_products", columns=PRODUCT_COLS),
+            )
         return self._products[1]
 
     def bring_up_to_date(self) -> float:
@@ -76,7 +79,9 @@ class GoldRefresher:
                 return None
             commits = self.lake.commit_metadata_since(table, since)
             if commits is None:
-                logger.warning("silver log history before version %s is gone: rebuilding gold", since)
+                logger.warning(
+                    "silver log history before version %s is gone: rebuilding gold", since
+                )
                 return None
             for commit in commits:
                 dates |= {date.fromisoformat(d) for d in json.loads(commit.get(AFFECTED_KEY, "[]"))}
@@ -94,7 +99,9 @@ class GoldRefresher:
         in_range = old_daily["order_date"].between(lo, hi)
         kept_in_range = old_daily[in_range & ~old_daily["order_date"].isin(dates)]
         replacement = _sorted(pd.concat([kept_in_range, fresh], ignore_index=True))
-        self.lake.replace_where("daily_revenue", replacement, f"order_date >= '{lo}' AND order_date <= '{hi}'")
+        self.lake.replace_where(
+            "daily_revenue", replacement, f"order_date >= '{lo}' AND order_date <= '{hi}'"
+        )
         new_daily = _sorted(pd.concat([old_daily[~in_range], replacement], ignore_index=True))
 
         span = gold.anomaly_recompute_range(
@@ -139,7 +146,9 @@ class GoldRefresher:
         daily = gold.daily_revenue(orders, lines, self.products(), self.settings.excluded_statuses)
         self.lake.replace_where("daily_revenue", daily, "true")
         scores = self._anomalies(daily, None, None)
-        self.lake.replace_where("revenue_anomalies", scores, "true", txns=self.lake.watermark_txns(current))
+        self.lake.replace_where(
+            "revenue_anomalies", scores, "true", txns=self.lake.watermark_txns(current)
+        )
 
 
 def _empty(lake: Lake, table: str) -> pd.DataFrame:

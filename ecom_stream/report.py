@@ -23,8 +23,10 @@ def build_report(settings: Settings) -> dict[str, Any]:
     return {
         "generated_at": datetime.now(UTC).isoformat(),
         "lake": str(lake.root),
-        "versions": {"silver_products": lake.version("silver_products"),
-                     "silver_orders": lake.version("silver_orders")},
+        "versions": {
+            "silver_products": lake.version("silver_products"),
+            "silver_orders": lake.version("silver_orders"),
+        },
         "products": insights.product_insights(products),
         "orders": insights.order_insights(orders, settings.excluded_statuses),
     }

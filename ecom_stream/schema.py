@@ -1,4 +1,4 @@
-"""The data contract: entities, their fields, keys, known values and the Arrow schemas of every table."""
+"""The data contract: entities, fields, keys, known values and the Arrow schema of each table."""
 
 from __future__ import annotations
 
@@ -30,16 +30,39 @@ ENTITIES = ("products", "orders")
 KEYS = {"products": "product_id", "orders": "order_id"}
 
 PRODUCT_FIELDS = (
-    "product_id", "name", "category", "price", "rating", "stock", "created_at", "updated_at",
+    "product_id",
+    "name",
+    "category",
+    "price",
+    "rating",
+    "stock",
+    "created_at",
+    "updated_at",
 )
 ORDER_FIELDS = (
-    "order_id", "customer_id", "product_ids", "quantities", "total", "status",
-    "payment_method", "shipping_city", "created_at", "updated_at",
+    "order_id",
+    "customer_id",
+    "product_ids",
+    "quantities",
+    "total",
+    "status",
+    "payment_method",
+    "shipping_city",
+    "created_at",
+    "updated_at",
 )
 FIELDS = {"products": PRODUCT_FIELDS, "orders": ORDER_FIELDS}
 REQUIRED_FIELDS = {
     "products": ("product_id", "name", "price"),
-    "orders": ("order_id", "customer_id", "product_ids", "quantities", "total", "status", "created_at"),
+    "orders": (
+        "order_id",
+        "customer_id",
+        "product_ids",
+        "quantities",
+        "total",
+        "status",
+        "created_at",
+    ),
 }
 
 CATEGORIES = ("Electronics", "Clothing", "Home", "Books", "Sports")
@@ -55,7 +78,14 @@ PRICE_TIERS = ((25.0, "Budget"), (100.0, "Mid-Range"), (500.0, "Premium"), (floa
 
 TS = pa.timestamp("us", tz="UTC")
 
-BRONZE_META_FIELDS = ("_batch_id", "_source_file", "_row_no", "_ingested_at", "_row_hash", "_rescued")
+BRONZE_META_FIELDS = (
+    "_batch_id",
+    "_source_file",
+    "_row_no",
+    "_ingested_at",
+    "_row_hash",
+    "_rescued",
+)
 
 
 def bronze_schema(entity: str) -> pa.Schema:

@@ -19,7 +19,8 @@ def backlog(landing: Path) -> list[Path]:
     if not landing.is_dir():
         return []
     return sorted(
-        p for p in landing.iterdir()
+        p
+        for p in landing.iterdir()
         if classify(p.name).action != "ignore" and (p.is_symlink() or not p.is_dir())
     )
 
@@ -61,7 +62,10 @@ def quarantine_list(lake: Lake) -> list[dict[str, Any]]:
 def lake_status(settings: Settings) -> dict[str, Any]:
     """Everything ``ecom-stream status`` prints."""
     lake = Lake(settings.lake_dir)
-    result: dict[str, Any] = {"lake": str(lake.root), "landing": str(settings.landing_dir.absolute())}
+    result: dict[str, Any] = {
+        "lake": str(lake.root),
+        "landing": str(settings.landing_dir.absolute()),
+    }
     if not lake.exists():
         result["tables"] = {}
         result["message"] = "the lake is empty: run `ecom-stream backfill` or `ecom-stream watch`"
@@ -79,7 +83,9 @@ def lake_status(settings: Settings) -> dict[str, Any]:
         result["tables"] = tables
         ledger = lake.read_pandas("ledger", columns=["outcome", "finished_at", "file_name"])
         result["batches"] = {k: int(v) for k, v in ledger["outcome"].value_counts().items()}
-        result["newest_batch_at"] = None if ledger.empty else ledger["finished_at"].max().isoformat()
+        result["newest_batch_at"] = (
+            None if ledger.empty else ledger["finished_at"].max().isoformat()
+        )
         result["newest_batch_file"] = (
             None if ledger.empty else ledger.sort_values("finished_at")["file_name"].iloc[-1]
         )

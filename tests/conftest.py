@@ -19,9 +19,20 @@ from ecom_stream.lake import Lake
 REPO = Path(__file__).resolve().parent.parent
 
 # Columns that legitimately differ between two runs over the same files.
-VOLATILE = {"_ingested_at", "rejected_at", "validated_at", "quarantined_at", "received_at", "finished_at"}
+VOLATILE = {
+    "_ingested_at",
+    "rejected_at",
+    "validated_at",
+    "quarantined_at",
+    "received_at",
+    "finished_at",
+}
 COMPARED_TABLES = (
-    "silver_products", "silver_orders", "silver_order_lines", "daily_revenue", "revenue_anomalies",
+    "silver_products",
+    "silver_orders",
+    "silver_order_lines",
+    "daily_revenue",
+    "revenue_anomalies",
 )
 
 
@@ -36,7 +47,13 @@ def settings(tmp_path: Path) -> Settings:
 def write_batch(settings: Settings) -> Callable[..., Path]:
     """Write records as a batch file (JSON array by default) into landing or ``folder``."""
 
-    def write(name: str, records: Sequence[dict[str, Any]], *, folder: Path | None = None, lines: bool = False) -> Path:
+    def write(
+        name: str,
+        records: Sequence[dict[str, Any]],
+        *,
+        folder: Path | None = None,
+        lines: bool = False,
+    ) -> Path:
         target = (folder or settings.landing_dir) / name
         if lines:
             text = "\n".join(json.dumps(r) for r in records) + "\n"
@@ -68,10 +85,16 @@ def assert_same_tables(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -
         pd.testing.assert_frame_equal(a[name], b[name], check_dtype=True, obj=name)
 
 
-def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m ecom_stream ARGS`` in a subprocess."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "ecom_stream", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=REPO,
     )

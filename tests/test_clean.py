@@ -16,41 +16,81 @@ def typed(entity: str, *records: dict[str, Any]) -> pd.DataFrame:
 
 
 def product(**kw: Any) -> dict[str, Any]:
-    return {"product_id": 1, "name": "Acme Phone", "category": "Electronics", "price": 10.0,
-            "rating": 4.0, "stock": 5, "created_at": "2026-01-01T00:00:00", **kw}
+    return {
+        "product_id": 1,
+        "name": "Acme Phone",
+        "category": "Electronics",
+        "price": 10.0,
+        "rating": 4.0,
+        "stock": 5,
+        "created_at": "2026-01-01T00:00:00",
+        **kw,
+    }
 
 
 def order(**kw: Any) -> dict[str, Any]:
-    return {"order_id": 1, "customer_id": 7, "product_ids": [1, 2], "quantities": [1, 2],
-            "total": 30.0, "status": "pending", "payment_method": "paypal",
-            "shipping_city": "Chicago", "created_at": "2026-03-04T23:30:00", **kw}
+    return {
+        "order_id": 1,
+        "customer_id": 7,
+        "product_ids": [1, 2],
+        "quantities": [1, 2],
+        "total": 30.0,
+        "status": "pending",
+        "payment_method": "paypal",
+        "shipping_city": "Chicago",
+        "created_at": "2026-03-04T23:30:00",
+        **kw,
+    }
 
 
 @pytest.mark.parametrize(
     ("raw", "parsed"),
-    [(12.5, 12.5), ("12.50", 12.5), ("1e3", 1000.0), (" 7 ", 7.0), (3, 3.0), ("N/A", None),
-     ("$12", None), ("", None), ("NaN", None), ("Infinity", None), (True, None), (None, None),
-     ([1], None), ("0x10", None)],
+    [
+        (12.5, 12.5),
+        ("12.50", 12.5),
+        ("1e3", 1000.0),
+        (" 7 ", 7.0),
+        (3, 3.0),
+        ("N/A", None),
+        ("$12", None),
+        ("", None),
+        ("NaN", None),
+        ("Infinity", None),
+        (True, None),
+        (None, None),
+        ([1], None),
+        ("0x10", None),
+    ],
 )
 def test_number_parsing(raw: Any, parsed: float | None) -> None:
     value = clean.parse_number(pd.Series([raw], dtype=object)).iloc[0]
-    assert (np.isnan(value) if parsed is None else value == parsed)
+    assert np.isnan(value) if parsed is None else value == parsed
 
 
 @pytest.mark.parametrize(
     ("raw", "valid"),
-    [(1, True), (2**63 - 1, True), (-5, True), (2**63, False), ("1", False), (1.0, False),
-     (True, False), (None, False)],
+    [
+        (1, True),
+        (2**63 - 1, True),
+        (-5, True),
+        (2**63, False),
+        ("1", False),
+        (1.0, False),
+        (True, False),
+        (None, False),
+    ],
 )
 def test_keys_must_be_json_int64(raw: Any, valid: bool) -> None:
     assert clean.parse_key(pd.Series([raw], dtype=object)).notna().iloc[0] == valid
 
 
 def test_product_cleaning() -> None:
-    t = typed("products",
-              product(product_id=1, name="  acme   PHONE ", category=" electronics "),
-              product(product_id=2, category=None, rating=7.5, price="30"),
-              product(product_id=3, rating=None, price=600, stock="4"))
+    t = typed(
+        "products",
+        product(product_id=1, name="  acme   PHONE ", category=" electronics "),
+        product(product_id=2, category=None, rating=7.5, price="30"),
+        product(product_id=3, rating=None, price=600, stock="4"),
+    )
     out = clean.clean_products(t)
     assert out["name"].tolist()[0] == "Acme Phone"
     assert out["category"].tolist() == ["Electronics", "Unknown", "Electronics"]
@@ -61,8 +101,16 @@ def test_product_cleaning() -> None:
 
 
 @pytest.mark.parametrize(
-    ("price", "tier"), [(0.01, "Budget"), (25, "Budget"), (25.01, "Mid-Range"), (100, "Mid-Range"),
-                        (100.5, "Premium"), (500, "Premium"), (500.01, "Luxury")],
+    ("price", "tier"),
+    [
+        (0.01, "Budget"),
+        (25, "Budget"),
+        (25.01, "Mid-Range"),
+        (100, "Mid-Range"),
+        (100.5, "Premium"),
+        (500, "Premium"),
+        (500.01, "Luxury"),
+    ],
 )
 def test_price_tier_bounds(price: float, tier: str) -> None:
     assert clean.price_tier(pd.Series([float(price)])).iloc[0] == tier
@@ -70,14 +118,16 @@ def test_price_tier_bounds(price: float, tier: str) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "rule"),
-    [({"product_id": "9"}, "products_product_id_valid_key"),
-     ({"price": "N/A"}, "products_price_positive"),
-     ({"price": None}, "products_price_positive"),
-     ({"price": -3}, "products_price_positive"),
-     ({"price": 0}, "products_price_positive"),
-     ({"stock": -1}, "products_stock_non_negative_integer"),
-     ({"stock": 2.5}, "products_stock_non_negative_integer"),
-     ({"stock": "many"}, "products_stock_non_negative_integer")],
+    [
+        ({"product_id": "9"}, "products_product_id_valid_key"),
+        ({"price": "N/A"}, "products_price_positive"),
+        ({"price": None}, "products_price_positive"),
+        ({"price": -3}, "products_price_positive"),
+        ({"price": 0}, "products_price_positive"),
+        ({"stock": -1}, "products_stock_non_negative_integer"),
+        ({"stock": 2.5}, "products_stock_non_negative_integer"),
+        ({"stock": "many"}, "products_stock_non_negative_integer"),
+    ],
 )
 def test_product_row_rules(overrides: dict[str, Any], rule: str) -> None:
     rules = clean.row_rules("products", typed("products", product(**overrides)))
@@ -86,15 +136,17 @@ def test_product_row_rules(overrides: dict[str, Any], rule: str) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "rule"),
-    [({"order_id": None}, "orders_order_id_valid_key"),
-     ({"customer_id": None}, "orders_customer_id_present"),
-     ({"total": None}, "orders_total_non_negative"),
-     ({"total": "abc"}, "orders_total_non_negative"),
-     ({"total": -0.01}, "orders_total_non_negative"),
-     ({"product_ids": [], "quantities": []}, "orders_lines_well_formed"),
-     ({"quantities": [1]}, "orders_lines_well_formed"),
-     ({"quantities": [1, 0]}, "orders_lines_well_formed"),
-     ({"created_at": "yesterday"}, "orders_created_at_parseable")],
+    [
+        ({"order_id": None}, "orders_order_id_valid_key"),
+        ({"customer_id": None}, "orders_customer_id_present"),
+        ({"total": None}, "orders_total_non_negative"),
+        ({"total": "abc"}, "orders_total_non_negative"),
+        ({"total": -0.01}, "orders_total_non_negative"),
+        ({"product_ids": [], "quantities": []}, "orders_lines_well_formed"),
+        ({"quantities": [1]}, "orders_lines_well_formed"),
+        ({"quantities": [1, 0]}, "orders_lines_well_formed"),
+        ({"created_at": "yesterday"}, "orders_created_at_parseable"),
+    ],
 )
 def test_order_row_rules(overrides: dict[str, Any], rule: str) -> None:
     rules = clean.row_rules("orders", typed("orders", order(**overrides)))
@@ -102,8 +154,11 @@ def test_order_row_rules(overrides: dict[str, Any], rule: str) -> None:
 
 
 def test_order_cleaning_and_lines() -> None:
-    t = typed("orders", order(status=" Shipped "), order(order_id=2, status="lost", total="0",
-                                                          created_at="2026-03-05T01:00:00+02:00"))
+    t = typed(
+        "orders",
+        order(status=" Shipped "),
+        order(order_id=2, status="lost", total="0", created_at="2026-03-05T01:00:00+02:00"),
+    )
     out = clean.clean_orders(t)
     assert out["status"].tolist() == ["shipped", "unknown"]
     assert [str(d) for d in out["order_date"]] == ["2026-03-04", "2026-03-04"]  # UTC date
@@ -117,10 +172,12 @@ def test_order_cleaning_and_lines() -> None:
 
 
 def test_newest_per_key_uses_version_then_hash() -> None:
-    t = typed("orders",
-              order(status="pending", updated_at="2026-03-05T00:00:00"),
-              order(status="shipped", updated_at="2026-03-06T00:00:00"),
-              order(status="confirmed", updated_at="2026-03-05T12:00:00"))
+    t = typed(
+        "orders",
+        order(status="pending", updated_at="2026-03-05T00:00:00"),
+        order(status="shipped", updated_at="2026-03-06T00:00:00"),
+        order(status="confirmed", updated_at="2026-03-05T12:00:00"),
+    )
     out = clean.newest_per_key(clean.clean_orders(t), "order_id")
     assert out["status"].tolist() == ["shipped"]
     # A tie on the timestamp is broken by the larger row hash, whatever the input order.

@@ -20,8 +20,21 @@ pytestmark = pytest.mark.slow
 
 
 def _generate(folder: Path) -> None:
-    result = run_cli("generate", "--out", str(folder), "--batches", "24", "--orders-per-batch", "150",
-                     "--products", "120", "--product-batches", "2", "--seed", "7")
+    result = run_cli(
+        "generate",
+        "--out",
+        str(folder),
+        "--batches",
+        "24",
+        "--orders-per-batch",
+        "150",
+        "--products",
+        "120",
+        "--product-batches",
+        "2",
+        "--seed",
+        "7",
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -33,17 +46,37 @@ def test_kill_minus_nine_then_restart_equals_clean_run(tmp_path: Path) -> None:
     shutil.copytree(source, clean_landing)
     # Small micro-batches so that a kill can land between many commits.
     env = {"ECOM_MICROBATCH_MAX_FILES": "3"}
-    done = run_cli("--landing", str(clean_landing), "--lake", str(clean_lake), "backfill", "--no-progress", env=env)
+    done = run_cli(
+        "--landing",
+        str(clean_landing),
+        "--lake",
+        str(clean_lake),
+        "backfill",
+        "--no-progress",
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
 
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     shutil.copytree(source, landing)
     rng = random.Random(1234)
     kills = 0
-    cmd = [sys.executable, "-m", "ecom_stream", "--landing", str(landing), "--lake", str(lake), "backfill", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ecom_stream",
+        "--landing",
+        str(landing),
+        "--lake",
+        str(lake),
+        "backfill",
+        "--no-progress",
+    ]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     for _attempt in range(4):
-        proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         started = time.monotonic()
         # Wait until the process is past start-up (it has committed something), then kill at random.
         while time.monotonic() - started < 60 and proc.poll() is None:
@@ -58,7 +91,9 @@ def test_kill_minus_nine_then_restart_equals_clean_run(tmp_path: Path) -> None:
         proc.wait(timeout=60)
         if not any(p for p in landing.iterdir() if not p.name.startswith(".")):
             break
-    final = run_cli("--landing", str(landing), "--lake", str(lake), "backfill", "--no-progress", env=env)
+    final = run_cli(
+        "--landing", str(landing), "--lake", str(lake), "backfill", "--no-progress", env=env
+    )
     assert final.returncode == 0, final.stderr
     assert kills >= 2, "the backfill finished before it could be killed twice: make the data larger"
 

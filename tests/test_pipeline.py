@@ -1,4 +1,4 @@
-"""The spine end to end on temporary lakes: upserts, duplicates, quarantine, micro-batches, rebuild."""
+"""The spine on temporary lakes: upserts, duplicates, quarantine, micro-batches, rebuild."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import assert_same_tables, snapshot
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
@@ -21,25 +23,54 @@ from ecom_stream.pipeline import Pipeline
 from ecom_stream.rebuild import rebuild
 
 
-def product(pid: int, price: Any = 10.0, updated: str = "2026-01-01T00:00:00", **kw: Any) -> dict[str, Any]:
-    return {"product_id": pid, "name": f"acme item {pid}", "category": "Books", "price": price,
-            "rating": 4.0, "stock": 3, "created_at": "2026-01-01T00:00:00", "updated_at": updated, **kw}
+def product(
+    pid: int, price: Any = 10.0, updated: str = "2026-01-01T00:00:00", **kw: Any
+) -> dict[str, Any]:
+    return {
+        "product_id": pid,
+        "name": f"acme item {pid}",
+        "category": "Books",
+        "price": price,
+        "rating": 4.0,
+        "stock": 3,
+        "created_at": "2026-01-01T00:00:00",
+        "updated_at": updated,
+        **kw,
+    }
 
 
-def order(oid: int, status: str = "pending", updated: str = "2026-01-02T00:00:00",
-          created: str = "2026-01-02T00:00:00", total: Any = 20.0, pids: list[int] | None = None,
-          **kw: Any) -> dict[str, Any]:
+def order(
+    oid: int,
+    status: str = "pending",
+    updated: str = "2026-01-02T00:00:00",
+    created: str = "2026-01-02T00:00:00",
+    total: Any = 20.0,
+    pids: list[int] | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
     pids = pids or [1]
-    return {"order_id": oid, "customer_id": 5, "product_ids": pids, "quantities": [1] * len(pids),
-            "total": total, "status": status, "payment_method": "paypal", "shipping_city": "Chicago",
-            "created_at": created, "updated_at": updated, **kw}
+    return {
+        "order_id": oid,
+        "customer_id": 5,
+        "product_ids": pids,
+        "quantities": [1] * len(pids),
+        "total": total,
+        "status": status,
+        "payment_method": "paypal",
+        "shipping_city": "Chicago",
+        "created_at": created,
+        "updated_at": updated,
+        **kw,
+    }
 
 
 def ledger(settings: Settings) -> pd.DataFrame:
     return Lake(settings.lake_dir).read_pandas("ledger")
 
 
-def test_backfill_merges_and_empties_landing(settings: Settings, write_batch: Callable[..., Path]) -> None:
+def test_backfill_merges_and_empties_landing(
+    settings: Settings, write_batch: Callable[..., Path]
+) -> None:
     # One unparseable price in 20 rows (5%) is rejected row by row; the batch is under the 10% gate.
     write_batch("products-1.json", [product(i) for i in range(1, 20)] + [product(99, price="N/A")])
     write_batch("orders-1.json", [order(1), order(2, status="shipped", pids=[1, 2])])
@@ -52,7 +83,9 @@ def test_backfill_merges_and_empties_landing(settings: Settings, write_batch: Ca
     assert lake.count("silver_order_lines") == 3
     assert lake.count("bronze_products") == 20  # the rejected row is kept in bronze
     rejected = lake.read_pandas("rejected_rows")
-    assert rejected[["entity", "key", "reason"]].values.tolist() == [["products", "99", "products_price_positive"]]
+    assert rejected[["entity", "key", "reason"]].values.tolist() == [
+        ["products", "99", "products_price_positive"]
+    ]
     assert json.loads(rejected["raw"].iloc[0])["price"] == "N/A"
     rows = ledger(settings).set_index("file_name")
     assert rows.loc["products-1.json", "rows_rejected"] == 1
@@ -69,7 +102,9 @@ def test_upsert_keeps_newest_version(settings: Settings, write_batch: Callable[.
     assert orders["status"].tolist() == ["shipped"]
 
 
-def test_invalid_newer_version_never_erases(settings: Settings, write_batch: Callable[..., Path]) -> None:
+def test_invalid_newer_version_never_erases(
+    settings: Settings, write_batch: Callable[..., Path]
+) -> None:
     write_batch("orders-1.json", [order(1, total=20.0, updated="2026-01-03T00:00:00")])
     run_backfill(settings, progress=False)
     write_batch("orders-2.json", [order(1, total=-5, updated="2026-01-09T00:00:00")])
@@ -82,14 +117,19 @@ def test_lines_follow_order_updates(settings: Settings, write_batch: Callable[..
     write_batch("orders-1.json", [order(1, pids=[1, 2, 3], created="2026-01-02T10:00:00")])
     run_backfill(settings, progress=False)
     # Fewer lines and another day: old lines must go, new ones live in the new partition.
-    write_batch("orders-2.json", [order(1, pids=[4], created="2026-01-04T10:00:00", updated="2026-01-05T00:00:00")])
+    write_batch(
+        "orders-2.json",
+        [order(1, pids=[4], created="2026-01-04T10:00:00", updated="2026-01-05T00:00:00")],
+    )
     run_backfill(settings, progress=False)
     lines = Lake(settings.lake_dir).read_pandas("silver_order_lines")
     assert lines[["order_id", "line_no", "product_id"]].values.tolist() == [[1, 1, 4]]
     assert str(lines["order_date"].iloc[0]) == "2026-01-04"
 
 
-def test_same_file_twice_is_a_duplicate(settings: Settings, write_batch: Callable[..., Path]) -> None:
+def test_same_file_twice_is_a_duplicate(
+    settings: Settings, write_batch: Callable[..., Path]
+) -> None:
     write_batch("orders-1.json", [order(1)])
     run_backfill(settings, progress=False)
     before = Lake(settings.lake_dir).versions()
@@ -97,11 +137,15 @@ def test_same_file_twice_is_a_duplicate(settings: Settings, write_batch: Callabl
     summary = run_backfill(settings, progress=False)
     assert summary.outcomes == {"duplicate": 1}
     after = Lake(settings.lake_dir).versions()
-    assert {k: v for k, v in after.items() if k != "ledger"} == {k: v for k, v in before.items() if k != "ledger"}
+    assert {k: v for k, v in after.items() if k != "ledger"} == {
+        k: v for k, v in before.items() if k != "ledger"
+    }
     assert list(settings.landing_dir.iterdir()) == []
 
 
-def test_empty_array_is_recorded_as_empty(settings: Settings, write_batch: Callable[..., Path]) -> None:
+def test_empty_array_is_recorded_as_empty(
+    settings: Settings, write_batch: Callable[..., Path]
+) -> None:
     write_batch("orders-1.json", [])
     summary = run_backfill(settings, progress=False)
     assert summary.outcomes == {"empty": 1}
@@ -125,8 +169,10 @@ def test_malformed_files_are_quarantined_never_crash(settings: Settings) -> None
     assert summary.outcomes == {"quarantined": 7}
     left = sorted(p.name for p in land.iterdir())
     assert left == [".orders-hidden.json", "orders-1.json.tmp", "subdir"]
-    reasons = {json.loads(p.read_text())["file"]: json.loads(p.read_text())["reason"]
-               for p in (settings.lake_dir / "quarantine").glob("*.reason.json")}
+    reasons = {
+        json.loads(p.read_text())["file"]: json.loads(p.read_text())["reason"]
+        for p in (settings.lake_dir / "quarantine").glob("*.reason.json")
+    }
     assert "invalid JSON at line 1" in reasons["orders-bad.json"]
     assert reasons["orders-zero.json"].startswith("empty file")
     assert "not UTF-8" in reasons["orders-bin.json"]
@@ -152,17 +198,38 @@ def test_schema_drift_is_rescued(settings: Settings, write_batch: Callable[..., 
 def _batches() -> list[tuple[str, list[dict[str, Any]]]]:
     return [
         ("products-1.json", [product(1, price=10.0), product(2, price=5.0)]),
-        ("products-2.json", [product(1, price=12.0, updated="2026-01-03T00:00:00"), product(3, price=-1),
-                             *[product(i, price=1.5 * i) for i in range(10, 22)]]),
+        (
+            "products-2.json",
+            [
+                product(1, price=12.0, updated="2026-01-03T00:00:00"),
+                product(3, price=-1),
+                *[product(i, price=1.5 * i) for i in range(10, 22)],
+            ],
+        ),
         ("orders-1.json", [order(1), order(2, pids=[1, 2]), order(3, status="cancelled")]),
-        ("orders-2.json", [order(1, status="shipped", updated="2026-01-04T00:00:00"),
-                           order(2, pids=[2], created="2026-01-03T00:00:00", updated="2026-01-05T00:00:00"),
-                           order(4, total=None)]),
+        (
+            "orders-2.json",
+            [
+                order(1, status="shipped", updated="2026-01-04T00:00:00"),
+                order(2, pids=[2], created="2026-01-03T00:00:00", updated="2026-01-05T00:00:00"),
+                order(4, total=None),
+            ],
+        ),
         # A tie on updated_at between two different versions: the larger row hash wins.
-        ("orders-3.json", [order(5, status="confirmed", updated="2026-01-06T00:00:00"),
-                           order(1, status="pending", updated="2026-01-03T00:00:00")]),
-        ("orders-4.json", [order(5, status="delivered", updated="2026-01-06T00:00:00"),
-                           order(6, created="2025-12-30T10:00:00", pids=[9, 1])]),
+        (
+            "orders-3.json",
+            [
+                order(5, status="confirmed", updated="2026-01-06T00:00:00"),
+                order(1, status="pending", updated="2026-01-03T00:00:00"),
+            ],
+        ),
+        (
+            "orders-4.json",
+            [
+                order(5, status="delivered", updated="2026-01-06T00:00:00"),
+                order(6, created="2025-12-30T10:00:00", pids=[9, 1]),
+            ],
+        ),
     ]
 
 
@@ -192,10 +259,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFram
     return _run(s, list(range(len(_batches()))), together=False)
 
 
-@hsettings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_order_and_repetition_do_not_matter(
-    tmp_path_factory: pytest.TempPathFactory, reference: dict[str, pd.DataFrame], data: st.DataObject
+    tmp_path_factory: pytest.TempPathFactory,
+    reference: dict[str, pd.DataFrame],
+    data: st.DataObject,
 ) -> None:
     n = len(_batches())
     order_ = data.draw(st.permutations(range(n)))
@@ -209,8 +280,9 @@ def test_order_and_repetition_do_not_matter(
     shutil.rmtree(root)
 
 
-def test_rebuild_from_raw_gives_identical_tables(settings: Settings, write_batch: Callable[..., Path],
-                                                 tmp_path: Path) -> None:
+def test_rebuild_from_raw_gives_identical_tables(
+    settings: Settings, write_batch: Callable[..., Path], tmp_path: Path
+) -> None:
     for name, records in _batches():
         write_batch(name, records)
     live = run_backfill(settings, progress=False)

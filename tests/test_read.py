@@ -39,14 +39,14 @@ def test_classify(name: str, action: str, entity: str | None, fmt: str | None) -
 @pytest.mark.parametrize(
     ("data", "fmt", "message"),
     [
-        (b"[{\"a\": 1},\n {\"a\": }]", "array", "invalid JSON at line 2, column"),
-        (b"{\"a\": 1}", "array", "not an array"),
+        (b'[{"a": 1},\n {"a": }]', "array", "invalid JSON at line 2, column"),
+        (b'{"a": 1}', "array", "not an array"),
         (b"[1, 2]", "array", "element 0 is a number, not an object"),
         (b"\xff\xfe[]", "array", "not UTF-8"),
         (b"   \n", "array", "empty file"),
-        (b"{\"a\": 1}\n{\"a\": \n", "lines", "invalid JSON Lines at line 2"),
+        (b'{"a": 1}\n{"a": \n', "lines", "invalid JSON Lines at line 2"),
         (b"[" + b"[" * 40 + b"]" * 40 + b"]", "array", "not an object"),
-        (b"[{\"a\":" + b"[" * 40 + b"]" * 40 + b"}]", "array", "nested deeper than 32"),
+        (b'[{"a":' + b"[" * 40 + b"]" * 40 + b"}]", "array", "nested deeper than 32"),
     ],
 )
 def test_parse_errors_are_precise(data: bytes, fmt: str, message: str) -> None:
@@ -55,8 +55,8 @@ def test_parse_errors_are_precise(data: bytes, fmt: str, message: str) -> None:
 
 
 def test_bom_is_accepted_and_lines_skip_blank() -> None:
-    assert parse_records(b"\xef\xbb\xbf[{\"a\": 1}]", "array", 32) == [{"a": 1}]
-    assert parse_records(b"{\"a\": 1}\n\n{\"a\": 2}\n", "lines", 32) == [{"a": 1}, {"a": 2}]
+    assert parse_records(b'\xef\xbb\xbf[{"a": 1}]', "array", 32) == [{"a": 1}]
+    assert parse_records(b'{"a": 1}\n\n{"a": 2}\n', "lines", 32) == [{"a": 1}, {"a": 2}]
     assert parse_records(b"[]", "array", 32) == []
 
 

@@ -1,0 +1,613 @@
+"""The watcher daemon: readiness rules and retries in-process, then real daemon processes.
+
+The in-process tests fake only the pipeline (the seam ``Daemon(pipeline_factory=...)``) and use
+a real landing folder and a real observer. The ``slow`` tests run ``python -m ecom_stream watch``
+as a subprocess on a tmp_path lake and check effects in the ledger and the tables, with
+generous timeouts (process start-up imports Great Expectations: 5-8 s); nothing asserts speed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import REPO, assert_same_tables, run_cli, snapshot
+
+from ecom_stream.config import Settings
+from ecom_stream.daemon import OVERFLOW_LOGGER, Daemon, ReadyQueue, writers_open
+from ecom_stream.lake import Lake
+from ecom_stream.pipeline import FileOutcome
+from ecom_stream.status import heartbeat
+
+QUIET = 0.3  # seconds; short so the tests are quick, long enough for a slow CI box
+
+
+# -- helpers -------------------------------------------------------------------------------
+def wait_until(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something other than None/False; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+def drop(src: Path, landing: Path) -> Path:
+    """Deliver a file the recommended way: write a temporary name in landing, then rename."""
+    tmp = landing / f".{src.name}.part"
+    shutil.copyfile(src, tmp)
+    target = landing / src.name
+    os.replace(tmp, target)
+    return target
+
+
+def generate_files(
+    folder: Path, *, batches: int, orders: int, seed: int, products: int = 60
+) -> list[Path]:
+    """Batch files from the simulated source: product files first, then orders, in name order."""
+    from ecom_stream.generate import GenerateOptions, generate
+
+    paths = generate(GenerateOptions(out=folder, batches=batches, orders_per_batch=orders,
+                                     products=products, product_batches=1, seed=seed))
+    return sorted(paths, key=lambda p: (not p.name.startswith("products"), p.name))
+
+
+# -- in-process: readiness rules -----------------------------------------------------------
+def test_writers_open_sees_a_writer_until_it_closes(tmp_path: Path) -> None:
+    path = tmp_path / "orders_1.json"
+    with open(path, "w") as fh:
+        fh.write("[")
+        assert writers_open(path) in (True, None)  # None: no lease support here
+        supported = writers_open(path) is not None
+    assert writers_open(path) is (False if supported else None)
+
+
+def test_ready_queue_waits_for_quiet_and_closed_writers(tmp_path: Path) -> None:
+    queue = ReadyQueue(quiet_seconds=QUIET)
+    done, slow = tmp_path / "orders_1.json", tmp_path / "orders_2.json"
+    done.write_text("[]")
+    queue.offer(done, "complete")
+    assert [p for p, _ in queue.take_ready(10)] == [done]  # close/rename: no delay
+
+    writer = open(slow, "w")  # noqa: SIM115 - kept open on purpose
+    writer.write("[")
+    writer.flush()
+    queue.offer(slow, "changed")
+    assert queue.take_ready(10) == []  # changed just now
+    time.sleep(QUIET * 1.5)
+    if writers_open(slow) is not None:
+        assert queue.take_ready(10) == []  # quiet, but still open for writing
+    writer.write("]")
+    writer.close()
+    queue.offer(slow, "changed")
+    time.sleep(QUIET * 1.5)
+    assert [p for p, _ in queue.take_ready(10)] == [slow]
+    assert len(queue) == 0
+
+
+def test_ready_queue_drops_vanished_files_and_keeps_order(tmp_path: Path) -> None:
+    queue = ReadyQueue(quiet_seconds=0.0)
+    paths = [tmp_path / f"orders_{i}.json" for i in (3, 1, 2)]
+    for p in paths:
+        p.write_text("[]")
+        queue.offer(p, "seen")
+    paths[0].unlink()
+    queue.offer(paths[1], "seen")  # a rescan does not reorder or duplicate
+    assert [p for p, _ in queue.take_ready(1)] == [paths[1]]
+    assert [p for p, _ in queue.take_ready(10)] == [paths[2]]
+    assert len(queue) == 0
+
+
+# -- in-process: the daemon with a fake pipeline -------------------------------------------
+class FakePipeline:
+    """Stands in for ``Pipeline``: records calls, fails on demand, deletes what it "merges"."""
+
+    lake = None
+
+    def __init__(self, poison: Iterable[str] = (), fail_batches: int = 0) -> None:
+        self.poison = set(poison)
+        self.fail_batches = fail_batches
+        self.calls: list[list[str]] = []
+        self.quarantined: dict[str, str] = {}
+        self.built = 0
+
+    def factory(self) -> FakePipeline:
+        self.built += 1
+        return self
+
+    def process(
+        self, paths: Iterable[Path], *, on_outcome: Callable[[FileOutcome], None] | None = None
+    ) -> list[FileOutcome]:
+        paths = list(paths)
+        self.calls.append([p.name for p in paths])
+        if self.fail_batches and len(paths) > 1:
+            self.fail_batches -= 1
+            raise RuntimeError("transient failure")
+        if self.poison & {p.name for p in paths}:
+            raise RuntimeError("bug triggered by this file")
+        outcomes = []
+        for p in paths:
+            p.unlink()
+            outcome = FileOutcome(p.name, "orders", "b", "a", "merged")
+            outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+        return outcomes
+
+    def quarantine_path(self, path: Path, reason: str) -> FileOutcome:
+        self.quarantined[path.name] = reason
+        path.unlink()
+        return FileOutcome(path.name, "orders", "b", "a", "quarantined", reason=reason)
+
+    def done(self) -> set[str]:
+        return {n for call in self.calls for n in call} - set(self.poison) - set(self.quarantined)
+
+
+@pytest.fixture
+def run_in_process(tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, FakePipeline]]]:
+    """Start a Daemon on a thread with a fake pipeline; stops it (and checks it exits 0) after."""
+    started: list[tuple[Daemon, threading.Thread, list[int]]] = []
+
+    def start(fake: FakePipeline, **changes: Any) -> tuple[Daemon, FakePipeline]:
+        settings = Settings(landing_dir=tmp_path / "landing", lake_dir=tmp_path / "lake",
+                            quiet_seconds=QUIET, retry_backoff_seconds=0.05, **changes)
+        daemon = Daemon(settings, pipeline_factory=fake.factory)
+        daemon.open()
+        ready = threading.Event()
+        codes: list[int] = []
+        thread = threading.Thread(target=lambda: codes.append(daemon.run(ready.set)))
+        thread.start()
+        assert ready.wait(30)
+        started.append((daemon, thread, codes))
+        return daemon, fake
+
+    yield start
+    for daemon, thread, codes in started:
+        daemon.stop()
+        thread.join(30)
+        assert codes == [0]
+
+
+def test_a_failing_batch_is_retried_one_by_one_and_the_culprit_quarantined(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]]
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    names = [f"orders_{i:03d}.json" for i in range(6)]
+    for name in names:
+        (landing / name).write_text("[]")
+    daemon, fake = run_in_process(FakePipeline(poison={"orders_002.json"}), batch_retries=2)
+    wait_until(lambda: "orders_002.json" in fake.quarantined, 30, "the poison file's quarantine")
+    reason = fake.quarantined["orders_002.json"]
+    assert reason.startswith("processing failed 3 times: bug triggered")
+    assert fake.calls[0] == names  # the backlog went as one micro-batch, in name order
+    assert fake.calls.count(["orders_002.json"]) == 2  # batch_retries single attempts
+    assert fake.done() == set(names) - {"orders_002.json"}
+    assert fake.built > 1  # rebuilt from the lake after a failure, as after a crash
+
+    # The daemon is still running: a new file goes through.
+    drop_src = tmp_path / "orders_100.json"
+    drop_src.write_text("[]")
+    drop(drop_src, landing)
+    wait_until(lambda: "orders_100.json" in fake.done(), 30, "the next file")
+    beat = json.loads(daemon.lake.heartbeat_path.read_text())
+    assert "bug triggered" in beat["last_error"]
+    assert beat["files_processed"] == len(names) + 1 and beat["stopped"] is False
+
+
+def test_a_transient_failure_loses_nothing(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]]
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for i in range(4):
+        (landing / f"orders_{i}.json").write_text("[]")
+    _, fake = run_in_process(FakePipeline(fail_batches=1))
+    wait_until(lambda: len(fake.done()) == 4, 30, "all four files")
+    assert fake.quarantined == {}
+
+
+@pytest.mark.parametrize("trigger", ["overflow", "periodic"])
+def test_rescan_finds_files_whose_events_were_lost(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]],
+    monkeypatch: pytest.MonkeyPatch, trigger: str,
+) -> None:
+    from ecom_stream import daemon as daemon_module
+
+    # Simulate an inotify overflow: the handler gets no event at all.
+    monkeypatch.setattr(daemon_module._LandingHandler, "on_any_event", lambda self, event: None)
+    rescan = 1.0 if trigger == "periodic" else 3600.0
+    _, fake = run_in_process(FakePipeline(), rescan_seconds=rescan)
+    (tmp_path / "landing" / "orders_lost.json").write_text("[]")
+    time.sleep(QUIET * 3)
+    if trigger == "overflow":
+        assert fake.calls == []
+        # What watchdog 7.1 logs on IN_Q_OVERFLOW (and all it does).
+        logging.getLogger(OVERFLOW_LOGGER).warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+    wait_until(lambda: "orders_lost.json" in fake.done(), 30, "the rescan to find the file")
+
+
+def test_temporary_names_are_never_read(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]]
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _, fake = run_in_process(FakePipeline())
+    for name in (".orders_1.json", "orders_2.json.tmp", "orders_3.json.part"):
+        (landing / name).write_text("[")
+    os.replace(landing / "orders_3.json.part", landing / "orders_3.json")
+    wait_until(lambda: "orders_3.json" in fake.done(), 30, "the renamed file")
+    time.sleep(QUIET * 3)
+    assert fake.calls == [["orders_3.json"]]
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+def test_an_in_place_writer_is_read_once_complete(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]], polling: bool
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    seen: dict[str, bytes] = {}
+    fake = FakePipeline()
+    original = fake.process
+
+    def process(paths: Iterable[Path], **kwargs: Any) -> list[FileOutcome]:
+        paths = list(paths)
+        seen.update((p.name, p.read_bytes()) for p in paths)
+        return original(paths, **kwargs)
+
+    fake.process = process  # type: ignore[method-assign]
+    run_in_process(fake, polling=polling)
+    with open(landing / "orders_1.json", "w") as fh:  # slower than the quiet period
+        for chunk in ("[1,", "2,", "3]"):
+            fh.write(chunk)
+            fh.flush()
+            time.sleep(QUIET * 3)
+    wait_until(lambda: "orders_1.json" in seen, 30, "the file")
+    # With polling there is no close event: the read lease kept the reader out between chunks.
+    assert seen == {"orders_1.json": b"[1,2,3]"}
+
+
+# -- real daemon processes -----------------------------------------------------------------
+class DaemonProcess:
+    """``python -m ecom_stream watch`` on a tmp_path lake, logging to a file."""
+
+    def __init__(
+        self, tmp_path: Path, landing: Path, lake: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.landing, self.lake = landing, lake
+        self.log = tmp_path / f"daemon-{time.monotonic_ns()}.log"
+        full_env = {
+            **os.environ, "PYTHONPATH": str(REPO), "ECOM_QUIET_SECONDS": str(QUIET),
+            "ECOM_RESCAN_SECONDS": "5", **(env or {}),
+        }
+        with open(self.log, "wb") as log:
+            # Options after the subcommand: the subcommand's own copies of them win in argparse.
+            cmd = [sys.executable, "-m", "ecom_stream", "watch",
+                   "--landing", str(landing), "--lake", str(lake)]
+            self.proc = subprocess.Popen(
+                cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+            )
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the heartbeat carries our pid: watching, backlog enqueued."""
+
+        def ready() -> bool:
+            code = self.proc.poll()
+            assert code is None, f"daemon exited with {code}:\n{self.logs()}"
+            beat = heartbeat(Lake(self.lake), 3600)
+            return bool(beat and beat.get("pid") == self.proc.pid)
+
+        wait_until(ready, timeout, "the daemon to start")
+
+    def stop(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Factory of daemon processes; any still running at the end are killed."""
+    procs: list[DaemonProcess] = []
+
+    def start(landing: Path, lake: Path, env: dict[str, str] | None = None) -> DaemonProcess:
+        landing.mkdir(parents=True, exist_ok=True)
+        procs.append(DaemonProcess(tmp_path, landing, lake, env))
+        return procs[-1]
+
+    yield start
+    for d in procs:
+        if d.proc.poll() is None:
+            d.kill()
+
+
+def read_ledger(lake: Path) -> pd.DataFrame:
+    try:
+        if Lake(lake).exists():
+            return Lake(lake).read_pandas("ledger")
+    except Exception:  # read while a commit lands: try again at the next poll
+        pass
+    columns = ["file_name", "outcome", "micro_batch_files", "table_versions", "rows_in"]
+    return pd.DataFrame(columns=columns)
+
+
+def wait_for_outcomes(lake: Path, names: Iterable[str], timeout: float = 90) -> pd.DataFrame:
+    """Until every named file has a ledger row; returns the ledger."""
+    wanted = set(names)
+
+    def check() -> pd.DataFrame | None:
+        ledger = read_ledger(lake)
+        return ledger if wanted <= set(ledger["file_name"]) else None
+
+    return wait_until(check, timeout, f"{len(wanted)} file(s) in the ledger", poll=0.5)
+
+
+def outcome_of(ledger: pd.DataFrame, name: str) -> list[str]:
+    return ledger.loc[ledger["file_name"] == name, "outcome"].tolist()
+
+
+@pytest.mark.slow
+def test_catch_up_then_stream_then_sigterm(
+    tmp_path: Path, daemons: Callable[..., DaemonProcess]
+) -> None:
+    files = generate_files(tmp_path / "source", batches=8, orders=50, seed=3)
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    before, after = files[:4], files[4:]
+    for f in before:  # present before the daemon starts
+        drop(f, landing)
+
+    daemon = daemons(landing, lake)
+    daemon.wait_ready()
+    ledger = wait_for_outcomes(lake, [f.name for f in before])
+    for f in after:  # then one by one
+        drop(f, landing)
+        ledger = wait_for_outcomes(lake, [f.name])
+    merged = [f.name for f in files if outcome_of(ledger, f.name) == ["merged"]]
+    assert merged == [f.name for f in files], ledger[["file_name", "outcome"]]
+
+    # A burst, then SIGTERM at once: the micro-batch in hand finishes, the rest waits in landing.
+    burst = generate_files(tmp_path / "burst", batches=20, orders=20, seed=4, products=60)
+    burst = [f for f in burst if f.name.startswith("orders")]
+    for f in burst:
+        f.rename(landing / f.name.replace("orders", "orders_late", 1))
+    assert daemon.stop() == 0, daemon.logs()
+    ledger = read_ledger(lake)
+    waiting = {p.name for p in landing.iterdir() if not p.name.startswith(".")}
+    expected = {f.name.replace("orders", "orders_late", 1) for f in burst}
+    assert expected <= waiting | set(ledger["file_name"]), "a file was lost"
+    assert not (waiting & set(ledger["file_name"])), "a recorded file was left in landing"
+    beat = heartbeat(Lake(lake), 60)
+    assert beat is not None and beat["stopped"] is True and beat["alive"] is False
+
+    status = run_cli("status", "--json", "--landing", str(landing), "--lake", str(lake))
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["daemon"]["stopped"] is True and report["backlog"] == len(waiting)
+
+
+@pytest.mark.slow
+def test_slow_writer_poison_files_and_a_second_daemon(
+    tmp_path: Path, daemons: Callable[..., DaemonProcess]
+) -> None:
+    files = generate_files(tmp_path / "source", batches=4, orders=80, seed=5)
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    daemon = daemons(landing, lake)
+    daemon.wait_ready()
+
+    second = run_cli("watch", "--landing", str(landing), "--lake", str(lake), timeout=120)
+    assert second.returncode == 1
+    assert "another ecom-stream process" in second.stderr
+
+    products, orders = files[0], [f for f in files if f.name.startswith("orders")]
+    drop(products, landing)
+    wait_for_outcomes(lake, [products.name])
+
+    # A producer writing in place, slowly, in three chunks over ~3 s (quiet period is 0.3 s).
+    data = orders[0].read_bytes()
+    slow = landing / "orders_slow.json"
+    third = len(data) // 3
+    with open(slow, "wb") as fh:
+        for part in (data[:third], data[third : 2 * third], data[2 * third :]):
+            fh.write(part)
+            fh.flush()
+            time.sleep(1.2)
+
+    # Poison: invalid JSON, an unknown entity, binary junk; good files after them.
+    (landing / "orders_bad_json.json").write_text('[{"order_id": 1, "total": ')
+    (landing / "customers_1.json").write_text('[{"customer_id": 1}]')
+    (landing / "orders_junk.json").write_bytes(random.Random(9).randbytes(3000))
+    for f in orders[1:]:
+        drop(f, landing)
+
+    poison = ["orders_bad_json.json", "customers_1.json", "orders_junk.json"]
+    ledger = wait_for_outcomes(lake, ["orders_slow.json", *poison, *(f.name for f in orders[1:])])
+    assert outcome_of(ledger, "orders_slow.json") == ["merged"], daemon.logs()
+    rows_in = ledger.loc[ledger["file_name"] == "orders_slow.json", "rows_in"].item()
+    assert rows_in == len(json.loads(data))
+    for name in poison:
+        assert outcome_of(ledger, name) == ["quarantined"]
+    assert all(outcome_of(ledger, f.name) == ["merged"] for f in orders[1:])
+    quarantined = {p.name for p in Lake(lake).quarantined_files()}
+    assert set(poison) <= quarantined and "orders_slow.json" not in quarantined
+    assert daemon.proc.poll() is None
+    assert daemon.stop() == 0, daemon.logs()
+
+
+@pytest.mark.slow
+def test_a_burst_of_500_files_is_merged_in_few_micro_batches(
+    tmp_path: Path, daemons: Callable[..., DaemonProcess]
+) -> None:
+    files = generate_files(tmp_path / "source", batches=500, orders=20, seed=6, products=100)
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    daemon = daemons(landing, lake)
+    daemon.wait_ready()
+    for f in files:  # all at once, by plain rename from another folder (created events only)
+        f.rename(landing / f.name)
+    ledger = wait_for_outcomes(lake, [f.name for f in files], timeout=180)
+    orders = ledger[ledger["file_name"].str.startswith("orders")]
+    assert len(orders) == 500 and set(orders["outcome"]) == {"merged"}
+    merges = orders["table_versions"].nunique()
+    assert merges <= 50, f"{merges} merges for 500 files"
+    assert orders["micro_batch_files"].max() > 1
+    assert Lake(lake).version("silver_orders") < 100
+    assert daemon.stop() == 0, daemon.logs()
+
+
+def ledger_commits(lake: Path) -> int:
+    """Commits in the ledger table so far (its last commit ends every micro-batch)."""
+    return len(list((lake / "_ledger" / "_delta_log").glob("*.json")))
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_during_a_stream_then_restart_equals_a_clean_run(
+    tmp_path: Path, daemons: Callable[..., DaemonProcess]
+) -> None:
+    files = generate_files(tmp_path / "source", batches=40, orders=60, seed=7)
+    clean_landing, clean_lake = tmp_path / "clean-landing", tmp_path / "clean-lake"
+    shutil.copytree(tmp_path / "source", clean_landing)
+    done = run_cli("backfill", "--no-progress",
+                   "--landing", str(clean_landing), "--lake", str(clean_lake))
+    assert done.returncode == 0, done.stderr
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    rng = random.Random(2024)
+    pending = list(files)
+    # Small micro-batches: a kill then lands between the commits of one process() call too.
+    env = {"ECOM_MICROBATCH_MAX_FILES": "3"}
+    for _kill in range(3):
+        for f in pending[:3]:  # arrive while the daemon is down: caught up at start
+            drop(f, landing)
+        pending = pending[3:]
+        daemon = daemons(landing, lake, env)
+        daemon.wait_ready()
+        before = ledger_commits(lake)
+        wait_until(lambda: ledger_commits(lake) > before, 90, "a commit")  # noqa: B023
+        # Keep the stream flowing, then kill at a random moment of it.
+        deadline = time.monotonic() + rng.uniform(0.0, 1.5)
+        while time.monotonic() < deadline:
+            if pending:
+                drop(pending.pop(0), landing)
+            time.sleep(0.15)
+        daemon.kill()
+
+    daemon = daemons(landing, lake, env)
+    daemon.wait_ready()
+    for f in pending:
+        drop(f, landing)
+    wait_for_outcomes(lake, [f.name for f in files], timeout=120)
+    wait_until(lambda: not any(landing.iterdir()), 60, "landing to be empty")
+    assert daemon.stop() == 0, daemon.logs()
+
+    assert Lake(lake).quarantined_files() == []
+    ledger = read_ledger(lake)
+    assert set(ledger["outcome"]) <= {"merged", "recovered"}, ledger["outcome"].value_counts()
+    assert_same_tables(snapshot(lake), snapshot(clean_lake))
+
+
+def test_an_unusable_lake_is_a_clear_error(tmp_path: Path) -> None:
+    from ecom_stream.daemon import run_daemon
+    from ecom_stream.errors import EcomStreamError
+
+    not_a_folder = tmp_path / "lake"
+    not_a_folder.write_text("")
+    settings = Settings(landing_dir=tmp_path / "landing", lake_dir=not_a_folder)
+    with pytest.raises(EcomStreamError, match="lake"):
+        run_daemon(settings, threading.Event())
+
+
+# -- the demo ------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _demo(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "ecom_stream", "demo", "--landing", str(tmp_path / "landing"),
+           "--lake", str(tmp_path / "lake"), "--port", str(port), "--interval", "1",
+           "--orders-per-batch", "20", "--history-batches", "6"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_QUIET_SECONDS": str(QUIET)}
+    with open(tmp_path / "demo.log", "wb") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_demo_runs_daemon_source_and_dashboard_until_ctrl_c(tmp_path: Path) -> None:
+    port = _free_port()
+    health = f"http://127.0.0.1:{port}/_stcore/health"
+    demo = _demo(tmp_path, port)
+    try:
+        def orders_merged() -> bool:
+            assert demo.poll() is None, (tmp_path / "demo.log").read_text()
+            ledger = read_ledger(tmp_path / "lake")
+            merged = ledger[ledger["outcome"] == "merged"]["file_name"]
+            return int(merged.str.startswith("orders").sum()) > 6  # history, then the drip
+
+        wait_until(orders_merged, 120, "history and dripped batches to be merged", poll=0.5)
+        wait_until(lambda: _http_ok(health), 60, "the dashboard to answer", poll=0.5)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0, (tmp_path / "demo.log").read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    output = (tmp_path / "demo.log").read_text()
+    assert f"http://127.0.0.1:{port}" in output
+    beat = heartbeat(Lake(tmp_path / "lake"), 60)
+    assert beat is not None and beat["stopped"] is True  # the daemon stopped gracefully
+    assert not _http_ok(health)
+
+
+@pytest.mark.slow
+def test_demo_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
+    from ecom_stream.lock import LakeLock
+
+    lake = Lake(tmp_path / "lake")
+    with LakeLock(lake.lock_path, "test holding the lake"):  # the demo's daemon will refuse
+        demo = _demo(tmp_path, _free_port())
+        try:
+            code = demo.wait(120)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+    output = (tmp_path / "demo.log").read_text()
+    assert code == 1, output
+    assert "exited unexpectedly" in output and "another ecom-stream process" in output
