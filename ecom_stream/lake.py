@@ -439,7 +439,7 @@ class Lake:
         """Keep an immutable copy of a received file (content addressed; written once)."""
         target = self.raw_path(batch_id, name)
         if not target.exists():
-            atomic_write(target, data)
+            atomic_write(target, data, durable=False)  # the pipeline syncs once per micro-batch
             atomic_write(
                 target.parent / "meta.json",
                 json.dumps(dict(meta), indent=2).encode(),

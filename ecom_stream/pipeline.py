@@ -417,6 +417,9 @@ class Pipeline:
             if k.startswith(("silver", "daily", "revenue"))
         }
         self._append_ledger(outcomes, versions, len(group) + len(finals))
+        # Raw copies were written without fsync; one filesystem sync makes them durable before
+        # any source file leaves landing (one call instead of one fsync per file).
+        _sync_filesystem(self.lake.root)
         for o in outcomes:
             self._arrivals.add(o.arrival_id)
             if o.outcome in DONE_OUTCOMES:
@@ -698,6 +701,22 @@ class Pipeline:
             path.unlink()
 
 
+def _sync_filesystem(path: Path) -> None:
+    """``syncfs`` on the lake's filesystem (Linux), else ``sync``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
 def _release_memory() -> None:
     """Hand freed memory back to the OS between micro-batches, so that a long backfill or a
     daemon running for weeks keeps a flat footprint (allocators otherwise hold on to peaks)."""
@@ -765,8 +784,19 @@ def _loose(value: Any) -> str | None:
     return orjson.dumps(value).decode()
 
 
-def _loose_column(values: pd.Series) -> list[str | None]:
-    return [v if v is None or type(v) is str else orjson.dumps(v).decode() for v in values.tolist()]
+def _loose_column(values: pd.Series) -> pa.Array:
+    """A column as received, as text. Columns of only strings or only integers (the common
+    case) are converted by Arrow in one go; mixed ones value by value."""
+    items = values.tolist()
+    kinds = set(map(type, items)) - {type(None)}
+    if kinds <= {str}:
+        return pa.array(items, pa.string())
+    if kinds == {int}:
+        try:
+            return pa.array(items, pa.int64()).cast(pa.string())
+        except (OverflowError, pa.ArrowInvalid):
+            pass
+    return pa.array([_loose(v) for v in items], pa.string())
 
 
 def _bronze_rows(entity: str, raw: pd.DataFrame, group: list[_Parsed]) -> pa.Table:
@@ -776,7 +806,7 @@ def _bronze_rows(entity: str, raw: pd.DataFrame, group: list[_Parsed]) -> pa.Tab
     def per_file(values: list[Any], type_: pa.DataType) -> pa.Array:
         return pa.array(values, type_).take(pa.array(files))
 
-    columns = {f: pa.array(_loose_column(raw[f]), pa.string()) for f in S.FIELDS[entity]}
+    columns = {f: _loose_column(raw[f]) for f in S.FIELDS[entity]}
     columns["_rescued"] = pa.array(raw["_rescued"].tolist(), pa.string())
     columns["_batch_id"] = per_file([g.batch_id for g in group], pa.string())
     columns["_source_file"] = per_file([g.name for g in group], pa.string())

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (``app.py``) and its helpers; run with ``ecom-stream dashboard``."""
