@@ -150,10 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--history-batches",
         type=int,
-        default=180,
-        help="batches backfilled first so charts have history (default 180 = 60 days)",
+        default=90,
+        help="days of history generated first, one batch a day (default 90)",
     )
-    p.add_argument("--no-browser", action="store_true", help="do not print the browser hint")
 
     p = add("maintain", "compact small files, checkpoint and vacuum old files")
     p.add_argument("--retention-hours", type=int, help="vacuum files older than this (default 168)")

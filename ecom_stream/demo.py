@@ -40,7 +40,7 @@ def run_demo(
     *,
     interval: float = 3.0,
     orders_per_batch: int = 300,
-    history_batches: int = 180,
+    history_batches: int = 90,
 ) -> int:
     """Run the demo until SIGINT/SIGTERM (exit 0) or until a child dies (exit 1).
 

@@ -3,8 +3,8 @@
 ``generate`` writes ``products-000001.json`` ... first, then ``orders-NNNNNN.json`` (numbered from
 ``options.start``), each a JSON array with one object per line, written atomically.
 
-- Timeline: order batch ``n`` covers the 8 hours from ``start_date + (n - 1) * 8h`` (three per
-  simulated day), by a daily hour profile; ~2% of new orders arrive 1-3 days late. The catalogue
+- Timeline: order batch ``n`` covers the day ``start_date + (n - 1)`` (one batch per simulated
+  day), by a daily hour profile; ~2% of new orders arrive 1-3 days late. The catalogue
   (and any product re-sends) is dated before the first order window of the run.
 - Re-sends: ~10% of an order batch's rows advance an open order (pending, confirmed, shipped,
   created in the last 14 days) one status step, with an ``updated_at`` inside the batch window.
@@ -39,7 +39,7 @@ from ecom_stream.schema import CATEGORIES, ORDER_STATUSES, PAYMENT_METHODS, STAT
 __all__ = ["GenerateOptions", "generate", "sale_days"]
 
 HOUR, DAY = 3600, 86400
-BATCH_SECONDS = 8 * HOUR  # three order batches per simulated day
+BATCH_SECONDS = DAY  # one order batch per simulated day
 UPDATE_HORIZON = 14 * DAY  # orders are updated (re-sent) for at most 14 days after creation
 
 CATEGORY_SHARE = {"Electronics": 0.30, "Clothing": 0.25, "Home": 0.20, "Books": 0.15,
@@ -387,9 +387,8 @@ class _OrderStream:
 
     def _created(self, n: int, m: int, start: int, rng: np.random.Generator) -> np.ndarray:
         """Creation times in the window by the hour profile, sorted; ~2% moved 1-3 days back."""
-        offset = (n - 1) % 3 * 8
-        profile = HOUR_PROFILE[offset:offset + 8] / HOUR_PROFILE[offset:offset + 8].sum()
-        seconds = rng.choice(8, m, p=profile) * HOUR + rng.integers(0, HOUR, m)
+        profile = HOUR_PROFILE / HOUR_PROFILE.sum()
+        seconds = rng.choice(24, m, p=profile) * HOUR + rng.integers(0, HOUR, m)
         created = start + np.sort(seconds)
         late = rng.random(m) < LATE_SHARE
         return created - late * rng.integers(DAY, 3 * DAY + 1, m)
@@ -398,7 +397,7 @@ class _OrderStream:
         """Product indexes, shape (m, 5); the first ``lines[i]`` of row i are distinct."""
         weight = self.catalogue.weight
         picks = rng.choice(len(weight), (len(lines), 5), p=weight)
-        sale = _sale_category(self.options.seed, (n - 1) // 3)
+        sale = _sale_category(self.options.seed, n - 1)
         if sale is not None:
             self._add_sale_lines(sale, lines, picks, rng)
         used = np.arange(5) < lines[:, None]

@@ -38,8 +38,8 @@ def ts(text: str) -> datetime:
 
 
 def window(n: int, start: date = date(2026, 1, 1)) -> tuple[datetime, datetime]:
-    begin = datetime(start.year, start.month, start.day, tzinfo=UTC) + (n - 1) * timedelta(hours=8)
-    return begin, begin + timedelta(hours=8)
+    begin = datetime(start.year, start.month, start.day, tzinfo=UTC) + (n - 1) * timedelta(days=1)
+    return begin, begin + timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
@@ -329,12 +329,12 @@ def test_sale_days_are_rare_deterministic_and_spike_a_category(tmp_path: Path) -
     assert set(days.values()) == set(CATEGORIES)
 
     day, category = next(iter(sale_days(42, 30).items()))  # seed 42: day 7, Sports
-    paths = generate(GenerateOptions(out=tmp_path, batches=3 * (day + 1), orders_per_batch=150,
+    paths = generate(GenerateOptions(out=tmp_path, batches=day + 1, orders_per_batch=450,
                                      products=300, seed=42))
     category_of = {r["product_id"]: r["category"] for r in load(paths[0])}
     per_order: dict[bool, Counter[str | None]] = {}
     for sale in (False, True):
-        files = paths[1:][3 * day:] if sale else paths[1:][:3 * day]
+        files = paths[1:][day:] if sale else paths[1:][:day]
         rows = [r for p in files for r in load(p)]
         lines = Counter(category_of[pid] for r in rows for pid in r["product_ids"])
         per_order[sale] = Counter({c: k / len(rows) for c, k in lines.items()})
