@@ -87,7 +87,9 @@ def lake_status(settings: Settings) -> dict[str, Any]:
             None if ledger.empty else ledger["finished_at"].max().isoformat()
         )
         result["newest_batch_file"] = (
-            None if ledger.empty else ledger.sort_values("finished_at")["file_name"].iloc[-1]
+            None
+            if ledger.empty
+            else ledger.sort_values(["finished_at", "file_name"])["file_name"].iloc[-1]
         )
     result["quarantine"] = quarantine_list(lake)
     result["backlog"] = len(backlog(settings.landing_dir))
