@@ -596,7 +596,9 @@ class Pipeline:
     def _merge_orders(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
         old_dates = set(stored["order_date"])
         new_dates = set(winners["order_date"])
-        affected = refresh.affected_dates_for_orders(winners, stored)
+        affected = refresh.affected_dates_for_orders(
+            winners, stored, self.settings.excluded_statuses
+        )
         meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
         lines = clean.order_lines(winners)
         deletes = _removed_lines(winners, stored)

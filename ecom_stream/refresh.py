@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date
 from typing import Any
 
@@ -27,16 +27,18 @@ __all__ = ["AFFECTED_KEY", "GoldRefresher", "affected_dates_for_orders"]
 logger = logging.getLogger(__name__)
 AFFECTED_KEY = "ecom_affected_dates"
 SOURCES = ("silver_orders", "silver_products")
-ORDER_COLS = ["order_id", "total", "status", "order_date"]
+ORDER_COLS = ["order_id", "total", "status", "order_date", "n_items"]
 LINE_COLS = ["order_id", "line_no", "product_id", "quantity", "order_date"]
 PRODUCT_COLS = ["product_id", "price", "category"]
 
 
-def affected_dates_for_orders(incoming: pd.DataFrame, stored: pd.DataFrame) -> set[date]:
+def affected_dates_for_orders(
+    incoming: pd.DataFrame, stored: pd.DataFrame, excluded_statuses: Collection[str]
+) -> set[date]:
     """Dates whose gold rows can change when ``incoming`` replaces ``stored``."""
     if stored.empty:
         return set(incoming["order_date"])
-    return gold.affected_dates_for_orders(incoming, stored)
+    return gold.affected_dates_for_orders(incoming, stored, excluded_statuses)
 
 
 class GoldRefresher:

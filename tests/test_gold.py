@@ -651,7 +651,7 @@ class GoldModel:
         self.scores = merged.sort_values(["order_date", "category"], ignore_index=True)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     products=products_st,
     steps=st.lists(st.lists(event_st, min_size=1, max_size=3), min_size=1, max_size=8),
