@@ -181,15 +181,30 @@ def read_batch(path: Path, kind: FileKind, *, max_bytes: int, max_depth: int) ->
     return RawBatch(path, path.name, kind.entity or "", batch_id_of(data), len(data), records)
 
 
+def _loads(text: str) -> Any:
+    """Parse with orjson (about twice as fast); on an error, ask the standard parser for the
+    line and column, since a person has to find the mistake."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to parse", text, 0) from None
+    # The standard parser accepts NaN and Infinity; JSON (and orjson) does not.
+    raise json.JSONDecodeError("NaN or Infinity is not valid JSON", text, 0)
+
+
 def _parse_array(text: str) -> list[Any]:
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except json.JSONDecodeError as exc:
         raise BatchReadError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
-    except RecursionError:
-        raise BatchReadError("JSON nested too deeply to parse") from None
     if not isinstance(value, list):
         raise BatchReadError(
             f"top level is a {_json_type(value)}, not an array: write [ {{...}}, {{...}} ] "
@@ -204,13 +219,11 @@ def _parse_lines(text: str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(_loads(line))
         except json.JSONDecodeError as exc:
             raise BatchReadError(
                 f"invalid JSON Lines at line {lineno}, column {exc.colno}: {exc.msg}"
             ) from None
-        except RecursionError:
-            raise BatchReadError(f"line {lineno} is nested too deeply to parse") from None
     return records
 
 
