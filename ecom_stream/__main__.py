@@ -1,3 +1,9 @@
-from ecom_stream.cli import run
+import os
+
+# Arrow's default (mimalloc) pool holds on to freed micro-batch memory; the system allocator,
+# trimmed between micro-batches, gives it back. Must be set before pyarrow is imported.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+from ecom_stream.cli import run  # noqa: E402
 
 run()

@@ -227,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     """Console-script entry point."""
+    # See __main__.py: the system allocator returns memory between micro-batches.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
