@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -244,7 +245,7 @@ class Lake:
     ) -> None:
         table = self._arrow(name, data)
         dt = self.table(name)
-        try:
+        with self._errors("write to", name):
             write_deltalake(
                 dt,
                 table,
@@ -252,11 +253,17 @@ class Lake:
                 predicate=predicate,
                 commit_properties=_commit(txns, metadata),
             )
-        except CommitFailedError as exc:
-            raise LakeCommitError(f"commit to {self.path(name)} failed: {exc}") from exc
-        except (DeltaError, OSError) as exc:
-            raise LakeError(f"write to {self.path(name)} failed: {exc}") from exc
         dt.update_incremental()
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, name: str) -> Iterator[None]:
+        """Map Delta errors to ours, naming the table (commit conflicts are retryable)."""
+        try:
+            yield
+        except CommitFailedError as exc:
+            raise LakeCommitError(f"{action} {self.path(name)} failed: {exc}") from exc
+        except (DeltaError, OSError) as exc:
+            raise LakeError(f"{action} {self.path(name)} failed: {exc}") from exc
 
     def _arrow(self, name: str, data: pa.Table | pd.DataFrame) -> pa.Table:
         schema = TABLES[name].schema
@@ -309,7 +316,7 @@ class Lake:
         )
         cols = S.ORDER_LINES_SCHEMA.names
         dt = self.table(name)
-        try:
+        with self._errors("merge into", name):
             metrics = (
                 dt.merge(
                     source,
@@ -326,10 +333,6 @@ class Lake:
                 )
                 .execute()
             )
-        except CommitFailedError as exc:
-            raise LakeCommitError(f"merge into {self.path(name)} failed: {exc}") from exc
-        except (DeltaError, OSError) as exc:
-            raise LakeError(f"merge into {self.path(name)} failed: {exc}") from exc
         dt.update_incremental()
         return dict(metrics)
 
@@ -342,7 +345,7 @@ class Lake:
         metadata: Mapping[str, str] | None,
     ) -> dict[str, Any]:
         dt = self.table(name)
-        try:
+        with self._errors("merge into", name):
             metrics = (
                 dt.merge(
                     source,
@@ -358,10 +361,6 @@ class Lake:
                 .when_not_matched_insert_all()
                 .execute()
             )
-        except CommitFailedError as exc:
-            raise LakeCommitError(f"merge into {self.path(name)} failed: {exc}") from exc
-        except (DeltaError, OSError) as exc:
-            raise LakeError(f"merge into {self.path(name)} failed: {exc}") from exc
         dt.update_incremental()
         return dict(metrics)
 

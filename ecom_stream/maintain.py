@@ -52,8 +52,11 @@ def compact_if_needed(lake: Lake, settings: Settings) -> list[str]:
     done = []
     for name in TABLES:
         small = _small_files_by_partition(lake, name)
-        if sum(small.values()) >= settings.maintain_every_commits or any(
-            c >= max(4, settings.maintain_every_commits // 5) for c in small.values()
+        # Only files beyond the first of each partition can be merged away: a day-partitioned
+        # table of thousands of one-file days needs nothing.
+        excess = {part: count - 1 for part, count in small.items() if count > 1}
+        if sum(excess.values()) >= settings.maintain_every_commits or any(
+            c >= max(4, settings.maintain_every_commits // 5) for c in excess.values()
         ):
             before, after = compact_table(lake, name, min_files=2)
             done.append(f"{TABLES[name].path}: {before} -> {after} files")
