@@ -306,6 +306,7 @@ def order_lines(orders: pd.DataFrame) -> pd.DataFrame:
                 (q for qs in orders["quantities"] for q in qs), np.int64, int(n.sum())
             ),
             "order_date": np.repeat(orders["order_date"].to_numpy(), n),
+            "order_month": np.repeat(orders["order_month"].to_numpy(), n),
         }
     )
 

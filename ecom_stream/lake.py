@@ -42,10 +42,11 @@ TABLES: dict[str, TableSpec] = {
     "bronze_products": TableSpec("bronze/products", S.bronze_schema("products")),
     "bronze_orders": TableSpec("bronze/orders", S.bronze_schema("orders")),
     "silver_products": TableSpec("silver/products", S.SILVER_PRODUCTS_SCHEMA),
-    # Orders and their lines are partitioned by day: a batch touches the days of its orders
-    # (and of the orders it updates), so a MERGE rewrites a few small files, never the table.
-    "silver_orders": TableSpec("silver/orders", S.SILVER_ORDERS_SCHEMA, ("order_date",)),
-    "silver_order_lines": TableSpec("silver/order_lines", S.ORDER_LINES_SCHEMA, ("order_date",)),
+    # Orders and their lines are partitioned by month: a batch touches the months of its
+    # orders (and of the orders it updates), so a MERGE rewrites a few files, never the table;
+    # and the number of partitions (which Delta's planning walks) grows by 12 a year, not 365.
+    "silver_orders": TableSpec("silver/orders", S.SILVER_ORDERS_SCHEMA, ("order_month",)),
+    "silver_order_lines": TableSpec("silver/order_lines", S.ORDER_LINES_SCHEMA, ("order_month",)),
     "rejected_rows": TableSpec("rejected_rows", S.REJECTED_SCHEMA),
     "quality_validations": TableSpec("quality/validations", S.QUALITY_SCHEMA),
     "quarantine_records": TableSpec("quarantine/_records", S.QUARANTINE_SCHEMA),
@@ -74,6 +75,11 @@ def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX
         bounds.append((ordered[start], ordered[cut - 1]))
         start = cut
     return " OR ".join(f"({column} BETWEEN {lo} AND {hi})" for lo, hi in bounds)
+
+
+def months_literal(dates: Iterable[date]) -> str:
+    """``'2026-01', '2026-02'``: the month partitions holding ``dates``."""
+    return ", ".join(f"'{m}'" for m in sorted({d.strftime("%Y-%m") for d in dates}))
 
 
 def dates_literal(dates: Iterable[date]) -> str:
@@ -312,7 +318,7 @@ class Lake:
         source = pa.concat_tables([new, gone])
         predicate = (
             "t.order_id = s.order_id AND t.line_no = s.line_no"
-            f" AND t.order_date IN ({dates_literal(dates)})"
+            f" AND t.order_month IN ({months_literal(dates)})"
         )
         cols = S.ORDER_LINES_SCHEMA.names
         dt = self.table(name)
@@ -392,7 +398,10 @@ class Lake:
                 .to_pandas()
             )
         return self.read(
-            name, columns=columns, files=f"order_date IN ({dates_literal(dates)})"
+            name,
+            columns=columns,
+            files=f"order_month IN ({months_literal(dates)})",
+            rows=pads.field("order_date").isin(pa.array(dates, pa.date32())),
         ).to_pandas()
 
     def order_dates_of_products(self, product_ids: Sequence[int]) -> set[date]:

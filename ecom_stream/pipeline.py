@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from ecom_stream import clean, refresh
 from ecom_stream import schema as S
 from ecom_stream.config import Settings
 from ecom_stream.errors import BatchError, BatchReadError
-from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write
+from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
 from ecom_stream.read import FileKind, classify, parse_records, read_bytes
 from ecom_stream.refresh import AFFECTED_KEY, GoldRefresher
 
@@ -611,7 +611,7 @@ class Pipeline:
             "silver_orders",
             winners,
             key="order_id",
-            target_filter=f"t.order_date IN ({_dates_sql(dates)})",
+            target_filter=f"t.order_month IN ({months_literal(dates)})",
             metadata=meta,
         )
 
@@ -740,10 +740,6 @@ def _raw_meta(name: str, kind: FileKind, batch_id: str, received: datetime) -> d
     }
 
 
-def _dates_sql(dates: Iterable[date]) -> str:
-    return ", ".join(f"'{d.isoformat()}'" for d in sorted(dates))
-
-
 def _newer_than_stored(batch: pd.DataFrame, stored: pd.DataFrame, key: str) -> pd.DataFrame:
     if stored.empty:
         return batch
@@ -764,7 +760,9 @@ def _removed_lines(winners: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     if stored.empty:
         return S.ORDER_LINES_SCHEMA.empty_table().to_pandas()
     both = winners[["order_id", "n_items"]].merge(
-        stored[["order_id", "n_items", "order_date"]], on="order_id", suffixes=("", "_old")
+        stored[["order_id", "n_items", "order_date", "order_month"]],
+        on="order_id",
+        suffixes=("", "_old"),
     )
     both = both[both["n_items_old"] > both["n_items"]]
     extra = (both["n_items_old"] - both["n_items"]).to_numpy()
@@ -778,6 +776,7 @@ def _removed_lines(winners: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
             "product_id": np.zeros(len(order_id), dtype=np.int64),
             "quantity": np.zeros(len(order_id), dtype=np.int64),
             "order_date": np.repeat(both["order_date"].to_numpy(), extra),
+            "order_month": np.repeat(both["order_month"].to_numpy(), extra),
         }
     )
 

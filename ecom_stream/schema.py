@@ -148,6 +148,7 @@ ORDER_LINES_SCHEMA = pa.schema(
         pa.field("product_id", pa.int64()),
         pa.field("quantity", pa.int64()),
         pa.field("order_date", pa.date32(), nullable=False),
+        pa.field("order_month", pa.string(), nullable=False),
     ]
 )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ecom_stream import insights
@@ -94,13 +95,24 @@ class DateWindow:
     end: date | None
 
     def predicate(self) -> str | None:
-        """SQL predicate on ``order_date`` that prunes partitions, or None for all."""
+        """SQL predicate on ``order_date`` that prunes files (month partitions and date
+        statistics), or None for all. It keeps a superset: pair it with :meth:`rows`."""
         parts = []
         if self.start:
             parts.append(f"order_date >= '{self.start.isoformat()}'")
         if self.end:
             parts.append(f"order_date <= '{self.end.isoformat()}'")
         return " AND ".join(parts) or None
+
+    def rows(self) -> pads.Expression | None:
+        """The exact row filter of the window."""
+        expr = None
+        if self.start:
+            expr = pads.field("order_date") >= pa.scalar(self.start, pa.date32())
+        if self.end:
+            upper = pads.field("order_date") <= pa.scalar(self.end, pa.date32())
+            expr = upper if expr is None else expr & upper
+        return expr
 
 
 @dataclass(frozen=True)
@@ -196,7 +208,7 @@ def load_orders(lake: Lake, version: int, window: DateWindow) -> pd.DataFrame:
         table = TABLES["silver_orders"].schema.empty_table().select(list(ORDER_COLUMNS))
     else:
         table = lake.read("silver_orders", columns=ORDER_COLUMNS, version=version,
-                          files=window.predicate())  # fmt: skip
+                          files=window.predicate(), rows=window.rows())  # fmt: skip
     return table.to_pandas(strings_to_categorical=True, date_as_object=False)
 
 
@@ -204,9 +216,9 @@ def load_order_categories(
     lake: Lake, lines_version: int, products: pd.DataFrame, window: DateWindow
 ) -> pd.DataFrame:
     """Distinct (order_id, category) pairs: the categories each order contains."""
-    files = None if lines_version == MISSING else window.predicate()
+    kw = {} if lines_version == MISSING else {"files": window.predicate(), "rows": window.rows()}
     cols = ("order_id", "product_id")
-    lines = _read(lake, "silver_order_lines", lines_version, cols, files=files)
+    lines = _read(lake, "silver_order_lines", lines_version, cols, **kw)
     pairs = lines.merge(products[["product_id", "category"]], on="product_id", how="left")
     pairs["category"] = pairs["category"].fillna(S.UNKNOWN_CATEGORY)
     return pairs[["order_id", "category"]].drop_duplicates().reset_index(drop=True)
@@ -272,8 +284,9 @@ def preview_orders(
     if end is None or version == MISSING:
         return _read(lake, "silver_orders", MISSING, PREVIEW_COLUMNS)
     start = max(d for d in (filters.start, end - timedelta(days=days - 1)) if d)
+    window = DateWindow(start, end)
     df = _read(lake, "silver_orders", version, PREVIEW_COLUMNS,
-               files=DateWindow(start, end).predicate())  # fmt: skip
+               files=window.predicate(), rows=window.rows())  # fmt: skip
     df = apply_filters(df, Filters(filters.categories, filters.statuses), order_categories)
     return df.sort_values("created_at", ascending=False).head(limit).reset_index(drop=True)
 
@@ -425,9 +438,11 @@ def ledger_summary(ledger: pd.DataFrame) -> tuple[dict[str, int], dict[str, Any]
     outcomes = {str(k): int(v) for k, v in ledger["outcome"].value_counts().items()}
     if ledger.empty:
         return outcomes, None
-    row = ledger.iloc[-1] if ledger["finished_at"].is_monotonic_increasing else ledger.sort_values(
-        ["finished_at", "file_name"], kind="stable"
-    ).iloc[-1]
+    row = (
+        ledger.iloc[-1]
+        if ledger["finished_at"].is_monotonic_increasing
+        else ledger.sort_values(["finished_at", "file_name"], kind="stable").iloc[-1]
+    )
     latency = (row["finished_at"] - row["received_at"]).total_seconds()
     last = {"file": row["file_name"], "outcome": row["outcome"],
             "finished_at": row["finished_at"], "latency_s": round(latency, 2)}  # fmt: skip
