@@ -89,7 +89,7 @@ class Settings:
     polling: bool = False
     """Use a polling observer (network filesystems) instead of inotify."""
     maintain_every_commits: int = 50
-    """The daemon compacts a table once it gained this many files since its last compaction."""
+    """The daemon compacts a table holding this many mergeable small files (beyond one each)."""
     vacuum_retention_hours: int = 168
     """``maintain`` deletes unreferenced files older than this."""
 
