@@ -14,7 +14,6 @@ import pandas as pd
 
 from ecom_stream.read import row_hash
 from ecom_stream.schema import (
-    CATEGORIES,
     FIELDS,
     KEYS,
     ORDER_STATUSES,
@@ -309,9 +308,3 @@ def order_lines(orders: pd.DataFrame) -> pd.DataFrame:
             "order_month": np.repeat(orders["order_month"].to_numpy(), n),
         }
     )
-
-
-def known_category(category: pd.Series) -> np.ndarray:
-    """True where the raw category, once cleaned, is one of the known categories."""
-    cleaned = category.map(_title, na_action="ignore")
-    return cleaned.isin(CATEGORIES).to_numpy()

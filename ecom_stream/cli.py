@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -18,7 +17,7 @@ from ecom_stream.logs import configure_logging
 __all__ = ["main", "run"]
 
 logger = logging.getLogger(__name__)
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
+EXIT_ERROR = 1  # 0, 2 (usage) and 3 (backfill --strict) come from argparse and commands
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -236,10 +235,6 @@ def run() -> None:
     # the process (see TECH_NOTES, SIGABRT at exit); everything is committed and flushed.
     logging.shutdown()
     os._exit(code)
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -80,11 +79,6 @@ def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX
 def months_literal(dates: Iterable[date]) -> str:
     """``'2026-01', '2026-02'``: the month partitions holding ``dates``."""
     return ", ".join(f"'{m}'" for m in sorted({d.strftime("%Y-%m") for d in dates}))
-
-
-def dates_literal(dates: Iterable[date]) -> str:
-    """``'2026-01-01', '2026-01-02'`` for a SQL IN list."""
-    return ", ".join(f"'{d.isoformat()}'" for d in sorted(dates))
 
 
 class Lake:
@@ -502,9 +496,6 @@ class Lake:
             for p in self.quarantine_dir.iterdir()
             if not p.name.endswith(".reason.json") and not p.name.startswith((".", "_"))
         )
-
-    def remove_tree(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:

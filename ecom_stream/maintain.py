@@ -28,14 +28,17 @@ def _small_files_by_partition(lake: Lake, name: str) -> Counter[str | None]:
     return Counter(p for p, size in zip(parts, sizes, strict=True) if size < SMALL_FILE_BYTES)
 
 
-def compact_table(lake: Lake, name: str, *, min_files: int = 2) -> tuple[int, int]:
+def compact_table(
+    lake: Lake, name: str, *, min_files: int = 2, small: Counter[str | None] | None = None
+) -> tuple[int, int]:
     """Compact the partitions (or the table) holding at least ``min_files`` small files.
 
     Returns (files before, files after). Only partitions that need it are rewritten, so the
     cost follows the recent writes, not the size of the table.
     """
     before = lake.file_count(name)
-    small = _small_files_by_partition(lake, name)
+    if small is None:
+        small = _small_files_by_partition(lake, name)
     partition_col = TABLES[name].partition_by[0] if TABLES[name].partition_by else None
     dt = lake.table(name)
     for part, count in small.items():
@@ -58,7 +61,7 @@ def compact_if_needed(lake: Lake, settings: Settings) -> list[str]:
         if sum(excess.values()) >= settings.maintain_every_commits or any(
             c >= max(4, settings.maintain_every_commits // 5) for c in excess.values()
         ):
-            before, after = compact_table(lake, name, min_files=2)
+            before, after = compact_table(lake, name, min_files=2, small=small)
             done.append(f"{TABLES[name].path}: {before} -> {after} files")
             logger.info("compacted %s: %d -> %d files", TABLES[name].path, before, after)
     return done

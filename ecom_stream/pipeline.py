@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +39,19 @@ from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
 from ecom_stream.read import FileKind, classify, parse_records, read_bytes
 from ecom_stream.refresh import AFFECTED_KEY, GoldRefresher
 
-__all__ = ["FileOutcome", "Pipeline", "arrival_id_of"]
+__all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
 logger = logging.getLogger(__name__)
 TXN = "ecom-stream:arrival:{arrival}"
 DONE_OUTCOMES = ("merged", "quarantined", "empty")
+# The tables whose versions a ledger row records (what the batch produced).
+LEDGER_VERSIONED = (
+    "silver_products",
+    "silver_orders",
+    "silver_order_lines",
+    "daily_revenue",
+    "revenue_anomalies",
+)
 
 
 @dataclass
@@ -414,11 +422,7 @@ class Pipeline:
         quarantined = [o for o in outcomes if o.outcome == "quarantined"]
         if quarantined:
             self._append_once("quarantine_records", _quarantine_rows(quarantined), quarantined)
-        versions = {
-            k: v
-            for k, v in self.lake.versions().items()
-            if k.startswith(("silver", "daily", "revenue"))
-        }
+        versions = {name: self.lake.version(name) for name in LEDGER_VERSIONED}
         self._append_ledger(outcomes, versions, len(group) + len(finals))
         # Raw copies were written without fsync; one filesystem sync makes them durable before
         # any source file leaves landing (one call instead of one fsync per file).
@@ -660,31 +664,8 @@ class Pipeline:
     def _append_ledger(
         self, outcomes: list[FileOutcome], versions: dict[str, int], files: int
     ) -> None:
-        now = datetime.now(UTC)
-        rows = pd.DataFrame(
-            {
-                "batch_id": [o.batch_id for o in outcomes],
-                "arrival_id": [o.arrival_id for o in outcomes],
-                "file_name": [o.name for o in outcomes],
-                "entity": [o.entity for o in outcomes],
-                "outcome": [o.outcome for o in outcomes],
-                "reason": [o.reason for o in outcomes],
-                "rows_in": [o.rows_in for o in outcomes],
-                "rows_merged": [o.rows_merged for o in outcomes],
-                "rows_rejected": [o.rows_rejected for o in outcomes],
-                "rows_rescued": [o.rows_rescued for o in outcomes],
-                "table_versions": [json.dumps(versions)] * len(outcomes),
-                "received_at": pd.to_datetime([o.received_at for o in outcomes], utc=True),
-                "finished_at": pd.to_datetime([now] * len(outcomes), utc=True),
-                "read_ms": [o.timings.get("read_ms", 0.0) for o in outcomes],
-                "validate_ms": [o.timings.get("validate_ms", 0.0) for o in outcomes],
-                "merge_ms": [o.timings.get("merge_ms", 0.0) for o in outcomes],
-                "gold_ms": [o.timings.get("gold_ms", 0.0) for o in outcomes],
-                "micro_batch_files": [files] * len(outcomes),
-            }
-        )
         if outcomes:
-            self.lake.append("ledger", rows)
+            self.lake.append("ledger", ledger_rows(outcomes, versions, files))
 
     def _store_gx_result(self, parsed: _Parsed, report: Any) -> None:
         target = self.lake.raw_path(parsed.batch_id, parsed.name).parent / "gx_result.json"
@@ -704,6 +685,35 @@ class Pipeline:
             return
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def ledger_rows(
+    outcomes: Sequence[FileOutcome], versions: Mapping[str, int], files: int
+) -> pd.DataFrame:
+    """One ledger row per file outcome (``versions``: the table versions the batch produced)."""
+    now = datetime.now(UTC)
+    return pd.DataFrame(
+        {
+            "batch_id": [o.batch_id for o in outcomes],
+            "arrival_id": [o.arrival_id for o in outcomes],
+            "file_name": [o.name for o in outcomes],
+            "entity": [o.entity for o in outcomes],
+            "outcome": [o.outcome for o in outcomes],
+            "reason": [o.reason for o in outcomes],
+            "rows_in": [o.rows_in for o in outcomes],
+            "rows_merged": [o.rows_merged for o in outcomes],
+            "rows_rejected": [o.rows_rejected for o in outcomes],
+            "rows_rescued": [o.rows_rescued for o in outcomes],
+            "table_versions": [json.dumps(dict(versions))] * len(outcomes),
+            "received_at": pd.to_datetime([o.received_at for o in outcomes], utc=True),
+            "finished_at": pd.to_datetime([now] * len(outcomes), utc=True),
+            "read_ms": [o.timings.get("read_ms", 0.0) for o in outcomes],
+            "validate_ms": [o.timings.get("validate_ms", 0.0) for o in outcomes],
+            "merge_ms": [o.timings.get("merge_ms", 0.0) for o in outcomes],
+            "gold_ms": [o.timings.get("gold_ms", 0.0) for o in outcomes],
+            "micro_batch_files": [files] * len(outcomes),
+        }
+    )
 
 
 def _sync_filesystem(path: Path) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ecom_stream import gold
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
+from ecom_stream.lake import TABLES, Lake
 
 __all__ = ["AFFECTED_KEY", "GoldRefresher", "affected_dates_for_orders"]
 
@@ -93,7 +93,7 @@ class GoldRefresher:
         txns = self.lake.watermark_txns(current)
         if not dates:
             # Silver moved without touching gold (maintenance, no-op merge): record it only.
-            self.lake.append("revenue_anomalies", _empty(self.lake, "revenue_anomalies"), txns=txns)
+            self.lake.append("revenue_anomalies", _empty("revenue_anomalies"), txns=txns)
             return
         old_daily = self.lake.read_pandas("daily_revenue")
         fresh = self._daily_for(dates)
@@ -115,7 +115,7 @@ class GoldRefresher:
             window=self.settings.anomaly_window_days,
         )
         if span is None:
-            self.lake.append("revenue_anomalies", _empty(self.lake, "revenue_anomalies"), txns=txns)
+            self.lake.append("revenue_anomalies", _empty("revenue_anomalies"), txns=txns)
             return
         scores = self._anomalies(new_daily, span.start, span.end)
         vanished = sorted(set(old_daily["category"]) - set(new_daily["category"]))
@@ -153,9 +153,7 @@ class GoldRefresher:
         )
 
 
-def _empty(lake: Lake, table: str) -> pd.DataFrame:
-    from ecom_stream.lake import TABLES
-
+def _empty(table: str) -> pd.DataFrame:
     return TABLES[table].schema.empty_table().to_pandas()
 
 

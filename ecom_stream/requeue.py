@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError
 from ecom_stream.lake import Lake
+from ecom_stream.pipeline import FileOutcome, ledger_rows
 
 __all__ = ["requeue"]
 
@@ -70,26 +69,16 @@ def requeue(settings: Settings, names: Sequence[str] | None) -> list[tuple[Path,
 
 def _record_requeue(lake: Lake, plans: list[tuple[Path, Path, dict[str, object]]]) -> None:
     now = datetime.now(UTC)
-    rows = pd.DataFrame(
-        {
-            "batch_id": [str(r.get("batch_id") or "") for _, _, r in plans],
-            "arrival_id": [f"requeue:{now.timestamp()}:{p.name}" for p, _, _ in plans],
-            "file_name": [str(r.get("file") or p.name) for p, _, r in plans],
-            "entity": [r.get("entity") for _, _, r in plans],
-            "outcome": "requeued",
-            "reason": "requeued by the user",
-            "rows_in": 0,
-            "rows_merged": 0,
-            "rows_rejected": 0,
-            "rows_rescued": 0,
-            "table_versions": "{}",
-            "received_at": pd.Timestamp(now),
-            "finished_at": pd.Timestamp(now),
-            "read_ms": 0.0,
-            "validate_ms": 0.0,
-            "merge_ms": 0.0,
-            "gold_ms": 0.0,
-            "micro_batch_files": 0,
-        }
-    )
-    lake.append("ledger", rows)
+    outcomes = [
+        FileOutcome(
+            str(reason.get("file") or path.name),
+            str(reason["entity"]) if reason.get("entity") else None,
+            str(reason.get("batch_id") or ""),
+            f"requeue:{now.timestamp()}:{path.name}",
+            "requeued",
+            reason="requeued by the user",
+            received_at=now,
+        )
+        for path, _, reason in plans
+    ]
+    lake.append("ledger", ledger_rows(outcomes, {}, 0))

@@ -6,7 +6,6 @@ import pyarrow as pa
 
 __all__ = [
     "ANOMALIES_SCHEMA",
-    "BRONZE_META_FIELDS",
     "CATEGORIES",
     "DAILY_REVENUE_SCHEMA",
     "ENTITIES",
@@ -77,15 +76,6 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 PRICE_TIERS = ((25.0, "Budget"), (100.0, "Mid-Range"), (500.0, "Premium"), (float("inf"), "Luxury"))
 
 TS = pa.timestamp("us", tz="UTC")
-
-BRONZE_META_FIELDS = (
-    "_batch_id",
-    "_source_file",
-    "_row_no",
-    "_ingested_at",
-    "_row_hash",
-    "_rescued",
-)
 
 
 def bronze_schema(entity: str) -> pa.Schema:
