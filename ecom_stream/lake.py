@@ -81,6 +81,18 @@ def months_literal(dates: Iterable[date]) -> str:
     return ", ".join(f"'{m}'" for m in sorted({d.strftime("%Y-%m") for d in dates}))
 
 
+def _with_new_columns(dt: DeltaTable, schema: pa.Schema) -> DeltaTable:
+    """Add the (nullable) columns a newer version of ecom-stream declares to an older table."""
+    have = set(dt.schema().to_arrow().names)
+    missing = [f for f in schema if f.name not in have]
+    if missing:
+        from deltalake import Field
+
+        dt.alter.add_columns([Field.from_arrow(f.with_nullable(True)) for f in missing])
+        logger.info("%s: added columns %s", dt.table_uri, [f.name for f in missing])
+    return dt
+
+
 class Lake:
     """Paths, table handles and every read and write of the lake."""
 
@@ -132,7 +144,7 @@ class Lake:
             path = self.path(name)
             try:
                 if DeltaTable.is_deltatable(str(path)):
-                    self._handles[name] = DeltaTable(str(path))
+                    self._handles[name] = _with_new_columns(DeltaTable(str(path)), spec.schema)
                 else:
                     path.mkdir(parents=True, exist_ok=True)
                     self._handles[name] = DeltaTable.create(

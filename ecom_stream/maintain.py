@@ -13,7 +13,13 @@ from ecom_stream.lock import LakeLock
 __all__ = ["compact_if_needed", "maintain"]
 
 logger = logging.getLogger(__name__)
-SMALL_FILE_BYTES = 8 * 1024 * 1024
+# The daemon compacts toward small files: Delta only rewrites files below the target size, so
+# one pass rewrites at most the new small files plus one partly filled file per partition,
+# never the large files of a backfill (a 64 MB target rewrote all of a 3M-order bronze table
+# between two batches of the daemon).
+DAEMON_TARGET_BYTES = 2 * 1024 * 1024
+SMALL_FILE_BYTES = DAEMON_TARGET_BYTES // 2
+MAINTAIN_TARGET_BYTES = 64 * 1024 * 1024
 
 
 def _small_files_by_partition(lake: Lake, name: str) -> Counter[str | None]:
@@ -29,7 +35,12 @@ def _small_files_by_partition(lake: Lake, name: str) -> Counter[str | None]:
 
 
 def compact_table(
-    lake: Lake, name: str, *, min_files: int = 2, small: Counter[str | None] | None = None
+    lake: Lake,
+    name: str,
+    *,
+    min_files: int = 2,
+    small: Counter[str | None] | None = None,
+    target_bytes: int = MAINTAIN_TARGET_BYTES,
 ) -> tuple[int, int]:
     """Compact the partitions (or the table) holding at least ``min_files`` small files.
 
@@ -45,7 +56,10 @@ def compact_table(
         if count < min_files:
             continue
         filters = [(partition_col, "=", part)] if partition_col and part is not None else None
-        dt.optimize.compact(partition_filters=filters, target_size=64 * 1024 * 1024)
+        # One task at a time: memory stays at one bin's worth on a 2-core machine.
+        dt.optimize.compact(
+            partition_filters=filters, target_size=target_bytes, max_concurrent_tasks=1
+        )
         dt.update_incremental()
     return before, lake.file_count(name)
 
@@ -61,7 +75,9 @@ def compact_if_needed(lake: Lake, settings: Settings) -> list[str]:
         if sum(excess.values()) >= settings.maintain_every_commits or any(
             c >= max(4, settings.maintain_every_commits // 5) for c in excess.values()
         ):
-            before, after = compact_table(lake, name, min_files=2, small=small)
+            before, after = compact_table(
+                lake, name, min_files=2, small=small, target_bytes=DAEMON_TARGET_BYTES
+            )
             done.append(f"{TABLES[name].path}: {before} -> {after} files")
             logger.info("compacted %s: %d -> %d files", TABLES[name].path, before, after)
     return done

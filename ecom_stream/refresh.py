@@ -48,6 +48,9 @@ class GoldRefresher:
         self.lake = lake
         self.settings = settings
         self._products: tuple[int, pd.DataFrame] | None = None
+        # gold/daily_revenue as last written by this process, sorted: (version, frame). Only
+        # the single writer refreshes gold, so its own last write is the table's content.
+        self._daily: tuple[int, pd.DataFrame] | None = None
 
     def products(self) -> pd.DataFrame:
         """Current silver products (price, category), cached by table version."""
@@ -95,16 +98,21 @@ class GoldRefresher:
             # Silver moved without touching gold (maintenance, no-op merge): record it only.
             self.lake.append("revenue_anomalies", _empty("revenue_anomalies"), txns=txns)
             return
-        old_daily = self.lake.read_pandas("daily_revenue")
+        old_daily = self.daily()
         fresh = self._daily_for(dates)
         lo, hi = min(dates), max(dates)
-        in_range = old_daily["order_date"].between(lo, hi)
+        before = old_daily["order_date"] < lo
+        after = old_daily["order_date"] > hi
+        in_range = ~(before | after)
         kept_in_range = old_daily[in_range & ~old_daily["order_date"].isin(dates)]
         replacement = _sorted(pd.concat([kept_in_range, fresh], ignore_index=True))
         self.lake.replace_where(
             "daily_revenue", replacement, f"order_date >= '{lo}' AND order_date <= '{hi}'"
         )
-        new_daily = _sorted(pd.concat([old_daily[~in_range], replacement], ignore_index=True))
+        # old_daily is sorted by (order_date, category): the rows before and after the range
+        # keep their order, so the new table needs no sort of its whole length.
+        new_daily = pd.concat([old_daily[before], replacement, old_daily[after]], ignore_index=True)
+        self._daily = (self.lake.version("daily_revenue"), new_daily)
 
         span = gold.anomaly_recompute_range(
             dates,
@@ -118,11 +126,18 @@ class GoldRefresher:
             self.lake.append("revenue_anomalies", _empty("revenue_anomalies"), txns=txns)
             return
         scores = self._anomalies(new_daily, span.start, span.end)
-        vanished = sorted(set(old_daily["category"]) - set(new_daily["category"]))
+        vanished = sorted(set(old_daily["category"].unique()) - set(new_daily["category"].unique()))
         predicate = f"(order_date >= '{span.start}' AND order_date <= '{span.delete_until}')"
         if vanished:
             predicate += " OR category IN ({})".format(", ".join(_sql_str(c) for c in vanished))
         self.lake.replace_where("revenue_anomalies", scores, predicate, txns=txns)
+
+    def daily(self) -> pd.DataFrame:
+        """gold/daily_revenue sorted by (order_date, category); cached across batches."""
+        version = self.lake.version("daily_revenue")
+        if self._daily is None or self._daily[0] != version:
+            self._daily = (version, _sorted(self.lake.read_pandas("daily_revenue")))
+        return self._daily[1]
 
     def _daily_for(self, dates: Iterable[date]) -> pd.DataFrame:
         orders = self.lake.read_for_dates("silver_orders", dates, columns=ORDER_COLS)
@@ -166,9 +181,11 @@ def _newest(daily: pd.DataFrame) -> date | None:
 
 
 def _first_dates(daily: pd.DataFrame) -> dict[str, Any]:
+    """Each category's first date (``daily`` is sorted by date: first occurrence wins)."""
     if daily.empty:
         return {}
-    return daily.groupby("category")["order_date"].min().to_dict()
+    firsts = daily.drop_duplicates("category")
+    return dict(zip(firsts["category"].tolist(), firsts["order_date"].tolist(), strict=True))
 
 
 def _sql_str(text: str) -> str:

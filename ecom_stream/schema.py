@@ -199,6 +199,8 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("table_versions", pa.string()),
         pa.field("received_at", TS),
         pa.field("finished_at", TS),
+        # When gold reflected the file: what the dashboard waits for (None: gold untouched).
+        pa.field("gold_committed_at", TS),
         pa.field("read_ms", pa.float64()),
         pa.field("validate_ms", pa.float64()),
         pa.field("merge_ms", pa.float64()),
