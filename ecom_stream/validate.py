@@ -511,6 +511,11 @@ class Validator:
         self.policies: dict[str, str] = {**default_policies(), **settings.policies}
         self._lock = _GX_LOCK  # GX state is process-wide, so is the lock
 
+    def prepare(self) -> None:
+        """Import and build Great Expectations now (seconds) rather than on the first batch."""
+        with self._lock:
+            _engine()
+
     def validate(
         self, entity: str, typed: pd.DataFrame, present_columns: Sequence[set[str]]
     ) -> list[FileValidation]:
