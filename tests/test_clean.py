@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecom_stream import clean
 
@@ -195,3 +197,58 @@ def test_missing_updated_at_uses_created_at() -> None:
 def test_unknown_fields_are_rescued() -> None:
     raw = clean.records_frame("orders", [[order(coupon="X1"), order(order_id=2)]])
     assert raw["_rescued"].tolist() == ['{"coupon": "X1"}', None]
+
+
+@pytest.mark.parametrize(
+    ("values", "kind", "expected"),
+    [
+        ([1, 2, 3], int, [True, True, True]),  # one type: answered from the type set
+        (["a", "b"], int, [False, False]),  # type absent
+        ([1, True, 2.0, None, "1"], int, [True, False, False, False, False]),  # bool is not int
+        ([], str, []),
+    ],
+)
+def test_of_type_is_exact(values: list[Any], kind: type, expected: list[bool]) -> None:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    assert clean._of_type(arr, kind).tolist() == expected
+    assert clean._of_type(pd.Series(arr, dtype=object), kind).tolist() == expected
+
+
+def _newest_reference(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    ordered = df.sort_values([key, "_version_ts", "_row_hash"], kind="stable")
+    return ordered.drop_duplicates(key, keep="last")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 6), st.integers(0, 3), st.sampled_from(["a", "b", "c"])),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_newest_per_key_equals_full_sort(rows: list[tuple[int, int, str]]) -> None:
+    df = pd.DataFrame(
+        {
+            "order_id": [k for k, _, _ in rows],
+            "_version_ts": pd.to_datetime([v for _, v, _ in rows], unit="s", utc=True),
+            "_row_hash": [h for _, _, h in rows],
+            "pos": range(len(rows)),
+        }
+    )
+    got = clean.newest_per_key(df, "order_id").sort_values("order_id")
+    want = _newest_reference(df, "order_id").sort_values("order_id")
+    assert got["pos"].tolist() == want["pos"].tolist()
+
+
+def test_dates_and_months_are_utc_and_keep_nulls() -> None:
+    times = pd.Series(
+        pd.to_datetime(["2026-01-31T23:59:59Z", "2025-12-01T00:00:00+01:00", None], utc=True)
+    ).astype("datetime64[us, UTC]")
+    assert [str(d) if d is not None else None for d in clean._dates(times)] == [
+        "2026-01-31",
+        "2025-11-30",
+        None,
+    ]
+    assert clean._months(times).tolist() == ["2026-01", "2025-11", None]

@@ -52,3 +52,44 @@ def test_maintain_compacts_and_tables_read_back_identically(
     assert main([*base, "status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["tables"]["bronze/orders"]["files"] == 1
+
+
+def test_daemon_compaction_merges_small_files_and_leaves_large_ones(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from ecom_stream.config import Settings
+    from ecom_stream.maintain import DAEMON_TARGET_BYTES, compact_if_needed
+
+    lake = Lake(tmp_path / "lake", writer=True)
+    lake.ensure_tables()
+    schema = TABLES["rejected_rows"].schema
+    rng = np.random.default_rng(1)
+
+    def rows(n: int) -> pa.Table:
+        # Random text does not compress: a backfill-sized file above the daemon's target.
+        data = {f.name: pa.nulls(n, f.type) for f in schema}
+        data["entity"] = pa.array(["orders"] * n)
+        data["batch_id"] = pa.array([f"{v:032x}" for v in rng.integers(0, 2**62, n)])
+        data["source_file"] = pa.array(["f.json"] * n)
+        data["row_no"] = pa.array(np.arange(n), pa.int64())
+        data["reason"] = pa.array(["r"] * n)
+        data["raw"] = pa.array([f"{v:032x}" for v in rng.integers(0, 2**62, n)])
+        return pa.table(data, schema=schema)
+
+    lake.append("rejected_rows", rows(60_000))
+    large = set(lake.table("rejected_rows").file_uris())
+    dt = lake.table("rejected_rows")
+    sizes = pa.table(dt.get_add_actions(flatten=True)).column("size_bytes").to_pylist()
+    assert sizes[0] > DAEMON_TARGET_BYTES
+    for _ in range(12):
+        lake.append("rejected_rows", rows(50))
+    before = snapshot(tmp_path / "lake", ["rejected_rows"])
+
+    done = compact_if_needed(lake, Settings(maintain_every_commits=10))
+
+    assert any("rejected_rows" in line for line in done)
+    after_files = set(lake.table("rejected_rows").file_uris())
+    assert large <= after_files  # the large file was not rewritten
+    assert len(after_files) == 2  # the 12 small files became one
+    assert_same_tables(snapshot(tmp_path / "lake", ["rejected_rows"]), before)

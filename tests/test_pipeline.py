@@ -291,3 +291,35 @@ def test_rebuild_from_raw_gives_identical_tables(
     assert_same_tables(snapshot(tmp_path / "rebuilt"), snapshot(settings.lake_dir))
     bronze = ["bronze_orders", "bronze_products", "rejected_rows"]
     assert_same_tables(snapshot(settings.lake_dir, bronze), snapshot(tmp_path / "rebuilt", bronze))
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=5,
+)
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        st.lists(
+            st.none()
+            | st.integers(-(2**63), 2**63 - 1)
+            | st.floats(allow_nan=False, allow_infinity=False),
+            max_size=8,
+        ),
+        st.lists(st.none() | st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3), max_size=8),
+        st.lists(_json_values, max_size=8),
+    )
+)
+def test_bronze_text_column_equals_value_by_value(values: list[Any]) -> None:
+    """The column-at-once fast paths give the same text as converting each value."""
+    from ecom_stream.pipeline import _loose, _loose_column
+
+    got = _loose_column(pd.Series(values, dtype=object)).to_pylist()
+    assert got == [_loose(v) for v in values]
