@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -37,18 +38,34 @@ class TableSpec:
     configuration: Mapping[str, str] | None = None
 
 
+# Bookkeeping appends carry one app transaction per file arrival, read only to recover the
+# micro-batch in flight at a crash. Without an expiry every Delta checkpoint would carry one
+# entry per file ever processed (a daemon running for months: millions). A week covers any
+# restart after a crash; a restart later than that may append a crashed file's bookkeeping rows
+# twice (silver, gold and the ledger are not affected).
+ARRIVAL_TXN_RETENTION = "interval 7 days"
+_BOOKKEEPING = {"delta.setTransactionRetentionDuration": ARRIVAL_TXN_RETENTION}
+
 TABLES: dict[str, TableSpec] = {
-    "bronze_products": TableSpec("bronze/products", S.bronze_schema("products")),
-    "bronze_orders": TableSpec("bronze/orders", S.bronze_schema("orders")),
+    "bronze_products": TableSpec(
+        "bronze/products", S.bronze_schema("products"), configuration=_BOOKKEEPING
+    ),
+    "bronze_orders": TableSpec(
+        "bronze/orders", S.bronze_schema("orders"), configuration=_BOOKKEEPING
+    ),
     "silver_products": TableSpec("silver/products", S.SILVER_PRODUCTS_SCHEMA),
     # Orders and their lines are partitioned by month: a batch touches the months of its
     # orders (and of the orders it updates), so a MERGE rewrites a few files, never the table;
     # and the number of partitions (which Delta's planning walks) grows by 12 a year, not 365.
     "silver_orders": TableSpec("silver/orders", S.SILVER_ORDERS_SCHEMA, ("order_month",)),
     "silver_order_lines": TableSpec("silver/order_lines", S.ORDER_LINES_SCHEMA, ("order_month",)),
-    "rejected_rows": TableSpec("rejected_rows", S.REJECTED_SCHEMA),
-    "quality_validations": TableSpec("quality/validations", S.QUALITY_SCHEMA),
-    "quarantine_records": TableSpec("quarantine/_records", S.QUARANTINE_SCHEMA),
+    "rejected_rows": TableSpec("rejected_rows", S.REJECTED_SCHEMA, configuration=_BOOKKEEPING),
+    "quality_validations": TableSpec(
+        "quality/validations", S.QUALITY_SCHEMA, configuration=_BOOKKEEPING
+    ),
+    "quarantine_records": TableSpec(
+        "quarantine/_records", S.QUARANTINE_SCHEMA, configuration=_BOOKKEEPING
+    ),
     "ledger": TableSpec("_ledger", S.LEDGER_SCHEMA),
     "daily_revenue": TableSpec("gold/daily_revenue", S.DAILY_REVENUE_SCHEMA),
     "revenue_anomalies": TableSpec("gold/revenue_anomalies", S.ANOMALIES_SCHEMA),
@@ -81,15 +98,21 @@ def months_literal(dates: Iterable[date]) -> str:
     return ", ".join(f"'{m}'" for m in sorted({d.strftime("%Y-%m") for d in dates}))
 
 
-def _with_new_columns(dt: DeltaTable, schema: pa.Schema) -> DeltaTable:
-    """Add the (nullable) columns a newer version of ecom-stream declares to an older table."""
+def _upgraded(dt: DeltaTable, spec: TableSpec) -> DeltaTable:
+    """Bring a table written by an older ecom-stream up to ``spec``: add the (nullable) columns
+    and set the table properties it declares."""
     have = set(dt.schema().to_arrow().names)
-    missing = [f for f in schema if f.name not in have]
+    missing = [f for f in spec.schema if f.name not in have]
     if missing:
         from deltalake import Field
 
         dt.alter.add_columns([Field.from_arrow(f.with_nullable(True)) for f in missing])
         logger.info("%s: added columns %s", dt.table_uri, [f.name for f in missing])
+    current = dt.metadata().configuration
+    changed = {k: v for k, v in (spec.configuration or {}).items() if current.get(k) != v}
+    if changed:
+        dt.alter.set_table_properties(changed, raise_if_not_exists=False)
+        logger.info("%s: set table properties %s", dt.table_uri, changed)
     return dt
 
 
@@ -144,7 +167,7 @@ class Lake:
             path = self.path(name)
             try:
                 if DeltaTable.is_deltatable(str(path)):
-                    self._handles[name] = _with_new_columns(DeltaTable(str(path)), spec.schema)
+                    self._handles[name] = _upgraded(DeltaTable(str(path)), spec)
                 else:
                     path.mkdir(parents=True, exist_ok=True)
                     self._handles[name] = DeltaTable.create(
@@ -525,9 +548,13 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
 
 def _commit(txns: Iterable[str], metadata: Mapping[str, str] | None) -> CommitProperties:
     transactions = []
+    now_ms = int(time.time() * 1000)
     for txn in txns:
         app_id, _, version = txn.partition("=")
-        transactions.append(Transaction(app_id=app_id, version=int(version or 1)))
+        # lastUpdated lets Delta expire the transaction (tables with a retention, see TABLES).
+        transactions.append(
+            Transaction(app_id=app_id, version=int(version or 1), last_updated=now_ms)
+        )
     return CommitProperties(
         app_transactions=transactions or None,
         custom_metadata=dict(metadata) if metadata else None,

@@ -70,10 +70,14 @@ class GoldRefresher:
         if all(mark[t] == current[t] for t in SOURCES):
             return 0.0
         dates = self._pending_dates(mark)
-        if dates is None:
-            self.rebuild(current)
-        else:
-            self._update(dates, current)
+        try:
+            if dates is None:
+                self.rebuild(current)
+            else:
+                self._update(dates, current)
+        except BaseException:
+            self._daily = None  # a write may have landed despite the error: re-read next time
+            raise
         return (time.perf_counter() - started) * 1000
 
     def _pending_dates(self, mark: dict[str, int | None]) -> set[date] | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
-from ecom_stream.lake import TABLES, Lake
+from ecom_stream.lake import ARRIVAL_TXN_RETENTION, TABLES, Lake
 from ecom_stream.pipeline import FileOutcome, ledger_rows
 
 
@@ -31,3 +32,36 @@ def test_older_ledger_gains_new_columns_and_keeps_rows(tmp_path: Path) -> None:
     )
     assert [r["file_name"] for r in rows] == ["a.json", "b.json"]
     assert rows[0]["gold_committed_at"] is None  # old rows: unknown
+
+
+def test_bookkeeping_tables_expire_arrival_transactions(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake", writer=True)
+    lake.ensure_tables()
+    retention = "delta.setTransactionRetentionDuration"
+    for name, spec in TABLES.items():
+        configured = DeltaTable(str(lake.path(name))).metadata().configuration.get(retention)
+        assert configured == (spec.configuration or {}).get(retention)
+    assert TABLES["bronze_orders"].configuration == {retention: ARRIVAL_TXN_RETENTION}
+    assert TABLES["revenue_anomalies"].configuration is None  # gold's watermark never expires
+
+    # Our transactions carry lastUpdated, so Delta expires them once past the retention.
+    lake.table("rejected_rows").alter.set_table_properties(
+        {retention: "interval 1 seconds"}
+    )
+    rows = TABLES["rejected_rows"].schema.empty_table()
+    lake.append("rejected_rows", rows, txns=["ecom:arrival:old"])
+    time.sleep(1.5)
+    lake.append("rejected_rows", rows, txns=["ecom:arrival:new"])
+    reopened = Lake(tmp_path / "lake")
+    assert not reopened.has_txn("rejected_rows", "ecom:arrival:old")
+    assert reopened.has_txn("rejected_rows", "ecom:arrival:new")
+
+
+def test_older_table_gains_the_retention_property(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake", writer=True)
+    path = lake.path("quality_validations")
+    path.mkdir(parents=True)
+    DeltaTable.create(str(path), TABLES["quality_validations"].schema)  # no properties
+    lake.ensure_tables()
+    configuration = DeltaTable(str(path)).metadata().configuration
+    assert configuration["delta.setTransactionRetentionDuration"] == ARRIVAL_TXN_RETENTION
