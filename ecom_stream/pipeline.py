@@ -35,6 +35,7 @@ import pyarrow.dataset as pads
 from ecom_stream import clean, refresh
 from ecom_stream import schema as S
 from ecom_stream.config import Settings
+from ecom_stream.digests import DigestSet
 from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
 from ecom_stream.read import FileKind, classify, parse_records, read_bytes
@@ -141,8 +142,8 @@ class Pipeline:
         self.gold = GoldRefresher(self.lake, settings)
         self.keep_source = keep_source
         self._received_at = received_at
-        self._done_batches: set[str] = set()
-        self._arrivals: set[str] = set()
+        self._done_batches = DigestSet()
+        self._arrivals = DigestSet()
         self._load_ledger()
         self._suspects = self._load_inflight()
         self._gc_frozen = False
@@ -190,17 +191,24 @@ class Pipeline:
         ledger = self.lake.read_pandas(
             "ledger", columns=["batch_id", "arrival_id", "outcome", "finished_at"]
         )
-        self._arrivals = set(ledger["arrival_id"])
+        self._arrivals = DigestSet(ledger["arrival_id"])
         last = ledger.sort_values("finished_at", kind="stable").drop_duplicates(
             "batch_id", keep="last"
         )
-        self._done_batches = set(last.loc[last["outcome"].isin(DONE_OUTCOMES), "batch_id"])
+        self._done_batches = DigestSet(last.loc[last["outcome"].isin(DONE_OUTCOMES), "batch_id"])
 
     def _load_inflight(self) -> set[str]:
         try:
             return set(json.loads(self.lake.inflight_path.read_text())["arrivals"])
         except (OSError, ValueError, KeyError):
             return set()
+
+    def _recorded(self, arrival: str) -> bool:
+        """Whether the ledger holds ``arrival`` (confirms a hit of the compact set)."""
+        rows = self.lake.read(
+            "ledger", columns=["arrival_id"], rows=pads.field("arrival_id") == arrival
+        )
+        return rows.num_rows > 0
 
     def _already_done(self, batch_id: str) -> bool:
         """Merged, quarantined or empty before, and not requeued since (checked in the ledger,
@@ -310,7 +318,7 @@ class Pipeline:
             return self._unreadable(path, kind, None, exc.reason, received)
         batch_id = hashlib.sha256(data).hexdigest()
         arrival = arrival_id_of(batch_id, path)
-        if arrival in self._arrivals:
+        if arrival in self._arrivals and self._recorded(arrival):
             # Recorded before a crash or stop, but not yet removed from landing.
             self._remove_source(path, batch_id, arrival)
             return None
@@ -363,7 +371,7 @@ class Pipeline:
             (data or b"") + f"\0{path.name}\0{target}\0{reason}".encode()
         ).hexdigest()
         arrival = arrival_id_of(batch_id, path)
-        if arrival in self._arrivals:
+        if arrival in self._arrivals and self._recorded(arrival):
             self._remove_source(path, batch_id, arrival)
             return FileOutcome(path.name, kind.entity, batch_id, arrival, "recovered")
         return self._quarantine_unread(path, kind, data, batch_id, arrival, reason, received)
