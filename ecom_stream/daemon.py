@@ -566,7 +566,11 @@ class Daemon:
         from ecom_stream.maintain import compact_if_needed
 
         try:
-            compact_if_needed(self._open_pipeline().lake, self.settings)
+            pipeline = self._open_pipeline()
+            if compact_if_needed(pipeline.lake, self.settings):
+                # Compaction commits change no data: move gold's watermark past them while
+                # the silver commit history gold reads is still kept (see lake.py).
+                pipeline.gold.bring_up_to_date()
         except Exception as exc:  # maintenance is best effort: data is safe without it
             logger.exception("compaction failed; will try again later")
             self._note_error(exc)

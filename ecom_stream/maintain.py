@@ -9,6 +9,7 @@ from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError
 from ecom_stream.lake import TABLES, Lake
 from ecom_stream.lock import LakeLock
+from ecom_stream.refresh import GoldRefresher
 
 __all__ = ["compact_if_needed", "maintain"]
 
@@ -50,17 +51,9 @@ def compact_table(
     before = lake.file_count(name)
     if small is None:
         small = _small_files_by_partition(lake, name)
-    partition_col = TABLES[name].partition_by[0] if TABLES[name].partition_by else None
-    dt = lake.table(name)
     for part, count in small.items():
-        if count < min_files:
-            continue
-        filters = [(partition_col, "=", part)] if partition_col and part is not None else None
-        # One task at a time: memory stays at one bin's worth on a 2-core machine.
-        dt.optimize.compact(
-            partition_filters=filters, target_size=target_bytes, max_concurrent_tasks=1
-        )
-        dt.update_incremental()
+        if count >= min_files:
+            lake.compact(name, part, target_bytes)
     return before, lake.file_count(name)
 
 
@@ -90,11 +83,19 @@ def maintain(settings: Settings, *, dry_run: bool = False) -> list[str]:
         raise EcomStreamError(f"no lake at {lake.root}: nothing to maintain")
     lines = []
     with LakeLock(lake.lock_path, "maintain"):
-        for name, spec in TABLES.items():
+        counts = {}
+        for name in TABLES:
             if dry_run:
-                before = after = lake.file_count(name)
+                counts[name] = (lake.file_count(name),) * 2
             else:
-                before, after = compact_table(lake, name)
+                counts[name] = compact_table(lake, name)
+        if not dry_run:
+            # Compaction commits change no data; recording them in gold's watermark now keeps
+            # the silver history gold reads short (commit files expire, see lake.py).
+            GoldRefresher(lake, settings).bring_up_to_date()
+        for name, spec in TABLES.items():
+            before, after = counts[name]
+            if not dry_run:
                 lake.table(name).create_checkpoint()
             removed = lake.table(name).vacuum(
                 retention_hours=settings.vacuum_retention_hours,

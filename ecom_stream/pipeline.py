@@ -146,6 +146,9 @@ class Pipeline:
         self._arrivals = DigestSet()
         self._load_ledger()
         self._suspects = self._load_inflight()
+        # A crash between silver and gold commits left gold behind: catch up now, while the
+        # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
+        self.gold.bring_up_to_date()
         self._gc_frozen = False
         self._microbatches = 0
 

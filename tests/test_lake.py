@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
-from ecom_stream.lake import ARRIVAL_TXN_RETENTION, TABLES, Lake
+from ecom_stream.lake import ARRIVAL_TXN_RETENTION, LOG_RETENTION, TABLES, Lake
 from ecom_stream.pipeline import FileOutcome, ledger_rows
 
 
@@ -41,13 +41,12 @@ def test_bookkeeping_tables_expire_arrival_transactions(tmp_path: Path) -> None:
     for name, spec in TABLES.items():
         configured = DeltaTable(str(lake.path(name))).metadata().configuration.get(retention)
         assert configured == (spec.configuration or {}).get(retention)
-    assert TABLES["bronze_orders"].configuration == {retention: ARRIVAL_TXN_RETENTION}
-    assert TABLES["revenue_anomalies"].configuration is None  # gold's watermark never expires
+    assert (TABLES["bronze_orders"].configuration or {})[retention] == ARRIVAL_TXN_RETENTION
+    # Gold's watermark is a transaction too: it never expires.
+    assert retention not in (TABLES["revenue_anomalies"].configuration or {})
 
     # Our transactions carry lastUpdated, so Delta expires them once past the retention.
-    lake.table("rejected_rows").alter.set_table_properties(
-        {retention: "interval 1 seconds"}
-    )
+    lake.table("rejected_rows").alter.set_table_properties({retention: "interval 1 seconds"})
     rows = TABLES["rejected_rows"].schema.empty_table()
     lake.append("rejected_rows", rows, txns=["ecom:arrival:old"])
     time.sleep(1.5)
@@ -65,3 +64,25 @@ def test_older_table_gains_the_retention_property(tmp_path: Path) -> None:
     lake.ensure_tables()
     configuration = DeltaTable(str(path)).metadata().configuration
     assert configuration["delta.setTransactionRetentionDuration"] == ARRIVAL_TXN_RETENTION
+
+
+def test_commit_files_are_deleted_once_past_the_retention(tmp_path: Path) -> None:
+    """Every commit lists _delta_log: the folder must not keep growing with the lake's age."""
+    lake = Lake(tmp_path / "lake", writer=True)
+    lake.ensure_tables()
+    for name, spec in TABLES.items():
+        assert (spec.configuration or {})["delta.logRetentionDuration"] == LOG_RETENTION
+        configured = DeltaTable(str(lake.path(name))).metadata().configuration
+        assert configured["delta.logRetentionDuration"] == LOG_RETENTION
+    lake.table("ledger").alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 1 seconds"}
+    )
+    rows = ledger_rows([FileOutcome("a.json", "orders", "b1", "a1", "merged")], {}, 1)
+    for _ in range(60):
+        lake.append("ledger", rows)
+    time.sleep(1.2)
+    for _ in range(60):  # crosses checkpoints (every 10 commits): expired commits are deleted
+        lake.append("ledger", rows)
+    commits = list((lake.path("ledger") / "_delta_log").glob("*.json"))
+    assert len(commits) <= 70
+    assert Lake(tmp_path / "lake").count("ledger") == 120  # the table itself is whole
