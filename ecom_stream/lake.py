@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 from deltalake import (
     CommitProperties,
     DeltaTable,
+    Field,
     PostCommitHookProperties,
     Transaction,
     write_deltalake,
@@ -52,9 +53,10 @@ class TableSpec:
 ARRIVAL_TXN_RETENTION = "interval 7 days"
 # Every commit lists the table's _delta_log folder, so its cost grows with the number of commit
 # files kept: 7 ms at 100, 97 ms at 2,000 (measured). Delta keeps them 30 days by default: a
-# daemon would slow down day after day. Kept one minute instead (deleted at each checkpoint,
-# every 100 commits), so a folder holds about a minute of commits plus the last hundred. Only
-# gold's refresh reads commit history, right after the silver commits (and at start-up).
+# daemon would slow down day after day. Kept 10 seconds instead, with a checkpoint every 10
+# commits (files older than the last expired checkpoint are deleted on commit), so a folder
+# holds a few dozen. Only gold's refresh reads commit history: right after the silver commits,
+# at writer start-up and after compaction, which deletes no commit files (Lake.compact).
 LOG_RETENTION = "interval 10 seconds"
 _ANY = {"delta.logRetentionDuration": LOG_RETENTION, "delta.checkpointInterval": "10"}
 _BOOKKEEPING = {**_ANY, "delta.setTransactionRetentionDuration": ARRIVAL_TXN_RETENTION}
@@ -123,8 +125,6 @@ def _upgraded(dt: DeltaTable, spec: TableSpec) -> DeltaTable:
     have = set(dt.schema().to_arrow().names)
     missing = [f for f in spec.schema if f.name not in have]
     if missing:
-        from deltalake import Field
-
         dt.alter.add_columns([Field.from_arrow(f.with_nullable(True)) for f in missing])
         logger.info("%s: added columns %s", dt.table_uri, [f.name for f in missing])
     current = dt.metadata().configuration
