@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -533,15 +532,17 @@ def test_concurrent_validations_match_serial_results(v: Validator) -> None:
         assert results[i] == [expected[i]] * 5
 
 
-def test_thousand_rows_validate_fast(v: Validator) -> None:
+def test_great_expectations_is_built_once_per_process(v: Validator) -> None:
+    """Fixed costs stay out of the per-batch path: every run reuses one context and suite."""
     typed, present = typed_of("orders", [[order(i) for i in range(1000)]])
     v.validate("orders", typed, present)
-    timings = []
-    for _ in range(5):
-        t0 = time.perf_counter()
+    engine = validate._ENGINE
+    assert engine is not None
+    suites = {name: s.suite for name, s in engine.suites.items()}
+    for _ in range(3):
         v.validate("orders", typed, present)
-        timings.append(time.perf_counter() - t0)
-    assert min(timings) < 0.5  # ~50 ms measured; loose bound for slow CI machines
+    assert validate._ENGINE is engine
+    assert {name: s.suite for name, s in engine.suites.items()} == suites
 
 
 def test_constructing_a_validator_does_not_import_gx() -> None:
@@ -551,6 +552,23 @@ def test_constructing_a_validator_does_not_import_gx() -> None:
         "from ecom_stream.validate import Validator\n"
         "Validator(Settings())\n"
         "assert 'great_expectations' not in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
+
+
+def test_scipy_stats_loads_only_when_used() -> None:
+    """GX's import of scipy.stats is deferred (see ``_defer_import``), and still works."""
+    code = (
+        "import sys\n"
+        "from ecom_stream.config import Settings\n"
+        "from ecom_stream.validate import Validator\n"
+        "Validator(Settings()).prepare()\n"
+        "assert 'great_expectations' in sys.modules\n"
+        "assert 'scipy.stats._stats_py' not in sys.modules\n"
+        "from scipy import stats\n"
+        "assert abs(stats.entropy([0.5, 0.5], [0.25, 0.75]) - 0.1438410362) < 1e-9\n"
+        "assert 'scipy.stats._stats_py' in sys.modules\n"
     )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
