@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecom_stream.errors import BatchReadError
-from ecom_stream.read import canonical_json, classify, parse_records, read_bytes, row_hash
+from ecom_stream.read import (
+    _nesting_depth,
+    canonical_json,
+    classify,
+    parse_records,
+    read_bytes,
+    row_hash,
+)
 
 
 @pytest.mark.parametrize(
@@ -47,11 +58,48 @@ def test_classify(name: str, action: str, entity: str | None, fmt: str | None) -
         (b'{"a": 1}\n{"a": \n', "lines", "invalid JSON Lines at line 2"),
         (b"[" + b"[" * 40 + b"]" * 40 + b"]", "array", "not an object"),
         (b'[{"a":' + b"[" * 40 + b"]" * 40 + b"}]", "array", "nested deeper than 32"),
+        # closing brackets inside a string do not hide the nesting that follows
+        (b'[{"s": "' + b"]" * 40 + b'", "a":' + b"[" * 40 + b"]" * 40 + b"}]", "array",
+         "element 0 is nested deeper than 32"),
+        (b'{"a":' + b"[" * 32 + b"]" * 32 + b"}", "lines", "element 0 is nested deeper than 32"),
     ],
 )
 def test_parse_errors_are_precise(data: bytes, fmt: str, message: str) -> None:
     with pytest.raises(BatchReadError, match=message.replace("(", r"\(")):
         parse_records(data, fmt, max_depth=32)
+
+
+def test_depth_limit_is_exact() -> None:
+    at_limit = b'{"a":' + b"[" * 31 + b"]" * 31 + b"}"  # 32 levels: the object and 31 lists
+    assert len(parse_records(at_limit, "lines", max_depth=32)) == 1
+    assert len(parse_records(b"[" + at_limit + b"]", "array", max_depth=32)) == 1
+    brackets_in_text = b'[{"s": "[[[[{{{{ \\" ]]", "t": "\\\\"}]'
+    assert _nesting_depth(brackets_in_text) == 2
+    records = parse_records(brackets_in_text, "array", max_depth=1)
+    assert records == [{"s": '[[[[{{{{ " ]]', "t": "\\"}]
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+_texts = st.text(alphabet=st.sampled_from('[]{}"\\ab\n\u00e9'), max_size=8)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json, ascii_only=st.booleans())
+def test_nesting_depth_ignores_brackets_in_strings(value: Any, ascii_only: bool) -> None:
+    data = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert _nesting_depth(data) == _depth(value)
 
 
 def test_bom_is_accepted_and_lines_skip_blank() -> None:
