@@ -57,7 +57,7 @@ class Settings:
 
     microbatch_max_files: int = 100
     """At most this many files are merged together in one micro-batch."""
-    microbatch_max_rows: int = 40_000
+    microbatch_max_rows: int = 60_000
     """A micro-batch stops growing once it holds this many rows (bounds memory)."""
 
     price_missing_gate: float = 0.10
