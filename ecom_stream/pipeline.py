@@ -1,10 +1,9 @@
 """Chains the stages for a set of batch files: read -> validate -> clean -> merge -> gold -> ledger.
 
 Crash safety: every commit is either idempotent by nature (newer-wins merges, gold recomputed
-from silver) or carries a Delta app transaction keyed by the file's arrival id; the ledger row
-is the last commit and the source file is removed only after it. A marker file lists the
-arrivals of the micro-batch in flight, so after a crash only those are checked for commits
-that already happened.
+from silver) or an append whose rows name the file's arrival id; the ledger row is the last
+commit and the source file is removed only after it. A marker file lists the arrivals of the
+micro-batch in flight, so after a crash only those are looked up in the tables.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from ecom_stream.refresh import AFFECTED_KEY, GoldRefresher
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
 logger = logging.getLogger(__name__)
-TXN = "ecom-stream:arrival:{arrival}"
 DONE_OUTCOMES = ("merged", "quarantined", "empty")
 # The tables whose versions a ledger row records (what the batch produced).
 LEDGER_VERSIONED = (
@@ -535,7 +533,17 @@ class Pipeline:
         del raw, typed
         for g in group:
             g.records = []
-        warnings = self._merge_silver(entity, key, typed_ok)
+        winners, stored, warnings = self._silver_changes(entity, key, typed_ok)
+        # Quality rows go first: their domain warnings compare the batch with silver as it was
+        # before the merge, which a replay after a crash past the merge could not see again.
+        self._append_once(
+            "quality_validations", _quality_rows(group, reports, warnings, typed_ok), outcomes
+        )
+        if not winners.empty:
+            if entity == "orders":
+                self._merge_orders(winners, stored)
+            else:
+                self._merge_products(winners, stored)
         t2 = time.perf_counter()
         gold_ms = self.gold.bring_up_to_date()
         gold_at = datetime.now(UTC)
@@ -547,10 +555,6 @@ class Pipeline:
             self._append_once(
                 "rejected_rows", rejected_rows, [o for o in outcomes if o.rows_rejected]
             )
-
-        self._append_once(
-            "quality_validations", _quality_rows(group, reports, warnings, typed_ok), outcomes
-        )
         for i, o in enumerate(outcomes):
             if o.outcome == "quarantined":
                 report = reports[i]
@@ -577,19 +581,22 @@ class Pipeline:
                 o.gold_committed_at = gold_at
         return outcomes
 
-    def _merge_silver(self, entity: str, key: str, typed_ok: pd.DataFrame) -> list[tuple[int, Any]]:
-        """Merge the accepted rows; returns domain warnings as (file index, CheckResult)."""
+    def _silver_changes(
+        self, entity: str, key: str, typed_ok: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, Any]]]:
+        """The rows that win over silver, the stored versions they replace, and the domain
+        warnings of the change as (file index, CheckResult)."""
         from ecom_stream.validate import domain_warnings
 
         if typed_ok.empty:
-            return []
+            return pd.DataFrame(), pd.DataFrame(), []
         cleaned = (clean.clean_products if entity == "products" else clean.clean_orders)(typed_ok)
         cleaned["_file"] = typed_ok["_file"].to_numpy()
         batch = clean.newest_per_key(cleaned, key)
         stored = self.lake.lookup(entity, batch[key].tolist())
         winners = _newer_than_stored(batch, stored, key)
         if winners.empty:
-            return []
+            return winners, stored, []
         stored_w = stored[stored[key].isin(winners[key])]
         # One vectorised check for the micro-batch; only files with a finding are re-checked
         # on their own rows, so each file gets its own verdict in the quality history.
@@ -626,11 +633,7 @@ class Pipeline:
                             ),
                         )
                     )
-        if entity == "orders":
-            self._merge_orders(winners, stored_w)
-        else:
-            self._merge_products(winners, stored_w)
-        return warnings
+        return winners, stored_w, warnings
 
     def _merge_orders(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
         old_dates = set(stored["order_date"])
@@ -678,28 +681,23 @@ class Pipeline:
     def _append_once(
         self, table: str, rows: pd.DataFrame | pa.Table, owners: Sequence[FileOutcome]
     ) -> None:
-        """Append rows tagged with their owners' arrival ids; after a crash, skip owners whose
-        rows were already committed (their app transaction is in the table)."""
+        """Append rows, each naming its owner's arrival; after a crash, skip the owners whose
+        rows were committed before it (looked up for the arrivals that were in flight only)."""
         owners = list(owners)
         if not owners:
             return
         suspects = {o.arrival_id for o in owners if o.arrival_id in self._suspects}
-        done = {a for a in suspects if self.lake.has_txn(table, TXN.format(arrival=a))}
+        done = self.lake.committed_arrivals(table, suspects)
         if isinstance(rows, pd.DataFrame):
             rows = pa.Table.from_pandas(rows, preserve_index=False)
         if done:
-            keep = pc.invert(
-                pc.is_in(rows.column("_arrival"), value_set=pa.array(sorted(done), pa.string()))
+            column = rows.column(self.lake.arrival_column(table))
+            rows = rows.filter(
+                pc.invert(pc.is_in(column, value_set=pa.array(sorted(done), pa.string())))
             )
-            rows = rows.filter(keep)
             owners = [o for o in owners if o.arrival_id not in done]
-        if not owners:
-            return
-        self.lake.append(
-            table,
-            rows.drop_columns(["_arrival"]),
-            txns=[TXN.format(arrival=o.arrival_id) for o in owners],
-        )
+        if owners:
+            self.lake.append(table, rows)
 
     def _append_ledger(
         self, outcomes: list[FileOutcome], versions: dict[str, int], files: int
@@ -905,7 +903,7 @@ def _bronze_rows(entity: str, raw: pd.DataFrame, group: list[_Parsed]) -> pa.Tab
     columns["_row_no"] = pa.array(raw["_row_no"].to_numpy(), pa.int64())
     columns["_ingested_at"] = per_file([g.received_at for g in group], S.TS)
     columns["_row_hash"] = pa.array(raw["_row_hash"].tolist(), pa.string())
-    columns["_arrival"] = per_file([g.arrival_id for g in group], pa.string())
+    columns["_arrival_id"] = per_file([g.arrival_id for g in group], pa.string())
     return pa.table(columns)
 
 
@@ -934,7 +932,7 @@ def _rejected_rows(
             "reason": reasons[mask],
             "raw": raw_json,
             "rejected_at": pd.Timestamp.now(tz="UTC"),
-            "_arrival": [group[f].arrival_id for f in files],
+            "arrival_id": [group[f].arrival_id for f in files],
         }
     )
 
@@ -967,11 +965,10 @@ def _quality_rows(
                     "unexpected_percent": c.unexpected_percent,
                     "element_count": int(c.element_count),
                     "validated_at": now,
-                    "_arrival": g.arrival_id,
+                    "arrival_id": g.arrival_id,
                 }
             )
-    columns = [*S.QUALITY_SCHEMA.names, "_arrival"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=S.QUALITY_SCHEMA.names)
 
 
 def _quarantine_rows(outcomes: list[FileOutcome]) -> pd.DataFrame:
@@ -985,6 +982,6 @@ def _quarantine_rows(outcomes: list[FileOutcome]) -> pd.DataFrame:
             "reason": [o.reason for o in outcomes],
             "details": [json.dumps({"rows_in": o.rows_in}) for o in outcomes],
             "quarantined_at": [now] * len(outcomes),
-            "_arrival": [o.arrival_id for o in outcomes],
+            "arrival_id": [o.arrival_id for o in outcomes],
         }
     )

@@ -89,6 +89,8 @@ def bronze_schema(entity: str) -> pa.Schema:
             pa.field("_row_no", pa.int64(), nullable=False),
             pa.field("_ingested_at", TS, nullable=False),
             pa.field("_row_hash", pa.string(), nullable=False),
+            # Which arrival of the file wrote the row: read only to recover from a crash.
+            pa.field("_arrival_id", pa.string()),
         ]
     )
 
@@ -152,6 +154,7 @@ REJECTED_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("raw", pa.string()),
         pa.field("rejected_at", TS),
+        pa.field("arrival_id", pa.string()),
     ]
 )
 
@@ -169,6 +172,7 @@ QUALITY_SCHEMA = pa.schema(
         pa.field("unexpected_percent", pa.float64()),
         pa.field("element_count", pa.int64()),
         pa.field("validated_at", TS),
+        pa.field("arrival_id", pa.string()),
     ]
 )
 
@@ -181,6 +185,7 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("details", pa.string()),
         pa.field("quarantined_at", TS),
+        pa.field("arrival_id", pa.string()),
     ]
 )
 

@@ -26,6 +26,9 @@ VOLATILE = {
     "quarantined_at",
     "received_at",
     "finished_at",
+    # An arrival id includes the file's inode: two copies of a file are two arrivals.
+    "_arrival_id",
+    "arrival_id",
 }
 COMPARED_TABLES = (
     "silver_products",

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from ecom_stream.lake import ARRIVAL_TXN_RETENTION, LOG_RETENTION, TABLES, Lake
+from ecom_stream.lake import (
+    ARRIVAL_TXN_RETENTION,
+    LEGACY_ARRIVAL_TXN,
+    LOG_RETENTION,
+    TABLES,
+    Lake,
+)
 from ecom_stream.pipeline import FileOutcome, ledger_rows
 
 
@@ -32,6 +40,48 @@ def test_older_ledger_gains_new_columns_and_keeps_rows(tmp_path: Path) -> None:
     )
     assert [r["file_name"] for r in rows] == ["a.json", "b.json"]
     assert rows[0]["gold_committed_at"] is None  # old rows: unknown
+
+
+def test_bookkeeping_rows_name_their_arrival(tmp_path: Path) -> None:
+    recording = {name for name, spec in TABLES.items() if spec.arrival_column}
+    assert recording == {
+        "bronze_products",
+        "bronze_orders",
+        "rejected_rows",
+        "quality_validations",
+        "quarantine_records",
+    }
+    for name in recording:
+        assert TABLES[name].arrival_column in TABLES[name].schema.names
+
+    lake = Lake(tmp_path / "lake", writer=True)
+    lake.ensure_tables()
+    schema = TABLES["quarantine_records"].schema
+    rows = pa.Table.from_pylist([{"arrival_id": "a1"}, {"arrival_id": "a2"}], schema=schema)
+    lake.append("quarantine_records", rows)
+    assert lake.committed_arrivals("quarantine_records", ["a1", "a3"]) == {"a1"}
+    assert lake.committed_arrivals("quarantine_records", []) == set()
+    # Older versions marked their appends with an app transaction instead of the column.
+    legacy = LEGACY_ARRIVAL_TXN.format(arrival="a4")
+    lake.append("quarantine_records", schema.empty_table(), txns=[legacy])
+    assert lake.committed_arrivals("quarantine_records", ["a4", "a5"]) == {"a4"}
+    with pytest.raises(ValueError, match="does not record file arrivals"):
+        lake.arrival_column("ledger")
+
+
+def test_older_bronze_gains_the_arrival_column(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake", writer=True)
+    path = lake.path("bronze_orders")
+    path.mkdir(parents=True)
+    old_schema = pa.schema([f for f in TABLES["bronze_orders"].schema if f.name != "_arrival_id"])
+    DeltaTable.create(str(path), old_schema)
+    lake.ensure_tables()
+    assert "_arrival_id" in DeltaTable(str(path)).schema().to_arrow().names
+    new_row = {name: None for name in TABLES["bronze_orders"].schema.names}
+    new_row.update(_batch_id="b", _source_file="orders-1.json", _row_no=0, _row_hash="h",
+                   _ingested_at=datetime(2026, 1, 1, tzinfo=UTC), _arrival_id="a1")
+    lake.append("bronze_orders", pa.Table.from_pylist([new_row], TABLES["bronze_orders"].schema))
+    assert lake.committed_arrivals("bronze_orders", ["a1", "a2"]) == {"a1"}
 
 
 def test_bookkeeping_tables_expire_arrival_transactions(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import COMPARED_TABLES as COMPARED
 from conftest import assert_same_tables, snapshot
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -257,6 +258,60 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFram
     (root / "landing").mkdir()
     s = Settings(landing_dir=root / "landing", lake_dir=root / "lake")
     return _run(s, list(range(len(_batches()))), together=False)
+
+
+BOOKKEEPING = (
+    "bronze_products",
+    "bronze_orders",
+    "rejected_rows",
+    "quality_validations",
+    "quarantine_records",
+)
+LEDGER_FACTS = ["file_name", "entity", "outcome", "reason", "rows_in", "rows_merged",
+                "rows_rejected", "rows_rescued"]
+
+
+@pytest.mark.parametrize("crash_before", ["rejected_rows", "quality_validations", "ledger"])
+def test_a_crash_between_bookkeeping_appends_doubles_no_row(
+    settings: Settings,
+    write_batch: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    crash_before: str,
+) -> None:
+    """Rows appended before a crash are found by their arrival id and not appended again."""
+    write_batch("products-1.json", [product(1), product(2)])
+    write_batch("orders-1.json", [order(1), order(2, total=-5.0), order(3, status="lost")])
+    write_batch("orders-2.json", [order(4), order(5, total=None), order(6, total=None)])
+    clean_settings = Settings(
+        landing_dir=settings.landing_dir.parent / "clean-landing",
+        lake_dir=settings.lake_dir.parent / "clean-lake",
+    )
+    shutil.copytree(settings.landing_dir, clean_settings.landing_dir)
+    run_backfill(clean_settings, progress=False)
+
+    original = Lake.append
+
+    def crash(self: Lake, name: str, *args: Any, **kwargs: Any) -> None:
+        if name == crash_before:
+            raise OSError("simulated crash")
+        original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "append", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        run_backfill(settings, progress=False)
+    assert Lake(settings.lake_dir).inflight_path.exists()  # the crashed micro-batch is known
+    monkeypatch.setattr(Lake, "append", original)
+    run_backfill(settings, progress=False)
+
+    assert not list(settings.landing_dir.iterdir())
+    tables = [*COMPARED, *BOOKKEEPING]
+    expected = snapshot(clean_settings.lake_dir, tables)
+    assert_same_tables(snapshot(settings.lake_dir, tables), expected)
+    facts = [
+        ledger(s)[LEDGER_FACTS].sort_values("file_name").reset_index(drop=True)
+        for s in (settings, clean_settings)
+    ]
+    pd.testing.assert_frame_equal(facts[0], facts[1])
 
 
 @hsettings(
