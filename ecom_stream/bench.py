@@ -480,7 +480,7 @@ def _drive_daemon(
     to_ledger = latency_stats([(recorded[n] - dropped[n]) * 1000 for n in names])
     if to_ledger["p50_ms"] is not None:
         result.notes.append(
-            "latency to the ledger row (after quality and ledger commits): "
+            "latency to the ledger row (after the bronze, rejected-row and ledger commits): "
             f"p50 {to_ledger['p50_ms']:.0f} ms, p95 {to_ledger['p95_ms']:.0f} ms"
         )
     result.orders = sum(rows[n] for n in names)

@@ -545,33 +545,28 @@ def test_great_expectations_is_built_once_per_process(v: Validator) -> None:
     assert {name: s.suite for name, s in engine.suites.items()} == suites
 
 
-def test_constructing_a_validator_does_not_import_gx() -> None:
-    code = (
-        "import sys\n"
-        "from ecom_stream.config import Settings\n"
-        "from ecom_stream.validate import Validator\n"
-        "Validator(Settings())\n"
-        "assert 'great_expectations' not in sys.modules\n"
-    )
+def _run_fresh(*lines: str) -> None:
+    """Run ``lines`` of Python in a fresh interpreter (import state starts empty)."""
     root = Path(__file__).resolve().parents[1]
+    code = "\n".join(["import sys", "from ecom_stream.config import Settings",
+                      "from ecom_stream.validate import Validator", *lines])
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
+
+
+def test_constructing_a_validator_does_not_import_gx() -> None:
+    _run_fresh("Validator(Settings())", "assert 'great_expectations' not in sys.modules")
 
 
 def test_scipy_stats_loads_only_when_used() -> None:
     """GX's import of scipy.stats is deferred (see ``_defer_import``), and still works."""
-    code = (
-        "import sys\n"
-        "from ecom_stream.config import Settings\n"
-        "from ecom_stream.validate import Validator\n"
-        "Validator(Settings()).prepare()\n"
-        "assert 'great_expectations' in sys.modules\n"
-        "assert 'scipy.stats._stats_py' not in sys.modules\n"
-        "from scipy import stats\n"
-        "assert abs(stats.entropy([0.5, 0.5], [0.25, 0.75]) - 0.1438410362) < 1e-9\n"
-        "assert 'scipy.stats._stats_py' in sys.modules\n"
+    _run_fresh(
+        "Validator(Settings()).prepare()",
+        "assert 'great_expectations' in sys.modules",
+        "assert 'scipy.stats._stats_py' not in sys.modules",
+        "from scipy import stats",
+        "assert abs(stats.entropy([0.5, 0.5], [0.25, 0.75]) - 0.1438410362) < 1e-9",
+        "assert 'scipy.stats._stats_py' in sys.modules",
     )
-    root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
 
 
 # -- domain warnings --------------------------------------------------------------------------
