@@ -16,6 +16,7 @@ from ecom_stream.read import row_hashes
 from ecom_stream.schema import (
     FIELDS,
     KEYS,
+    ORDER_LINES_SCHEMA,
     ORDER_STATUSES,
     PRICE_TIERS,
     UNKNOWN_CATEGORY,
@@ -26,9 +27,11 @@ from ecom_stream.schema import (
 __all__ = [
     "clean_orders",
     "clean_products",
+    "newer_than_stored",
     "newest_per_key",
     "order_lines",
     "records_frame",
+    "removed_lines",
     "row_rules",
     "typed_view",
 ]
@@ -337,5 +340,48 @@ def order_lines(orders: pd.DataFrame) -> pd.DataFrame:
             ),
             "order_date": np.repeat(orders["order_date"].to_numpy(), n),
             "order_month": np.repeat(orders["order_month"].to_numpy(), n),
+        }
+    )
+
+
+def newer_than_stored(batch: pd.DataFrame, stored: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The rows of ``batch`` newer than their stored version (``_version_ts``, then
+    ``_row_hash``), or not stored at all."""
+    if stored.empty:
+        return batch
+    old = stored[[key, "_version_ts", "_row_hash"]].rename(
+        columns={"_version_ts": "_v_old", "_row_hash": "_h_old"}
+    )
+    joined = batch.merge(old, on=key, how="left")
+    newer = (
+        joined["_v_old"].isna()
+        | (joined["_version_ts"] > joined["_v_old"])
+        | ((joined["_version_ts"] == joined["_v_old"]) & (joined["_row_hash"] > joined["_h_old"]))
+    )
+    return batch[newer.to_numpy()].reset_index(drop=True)
+
+
+def removed_lines(winners: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """(order_id, line_no) pairs of lines that updated orders no longer have."""
+    if stored.empty:
+        return ORDER_LINES_SCHEMA.empty_table().to_pandas()
+    both = winners[["order_id", "n_items"]].merge(
+        stored[["order_id", "n_items", "order_date", "order_month"]],
+        on="order_id",
+        suffixes=("", "_old"),
+    )
+    both = both[both["n_items_old"] > both["n_items"]]
+    extra = (both["n_items_old"] - both["n_items"]).to_numpy()
+    order_id = np.repeat(both["order_id"].to_numpy(), extra)
+    first = np.repeat(both["n_items"].to_numpy() + 1, extra)
+    offset = np.arange(int(extra.sum())) - np.repeat(np.cumsum(extra) - extra, extra)
+    return pd.DataFrame(
+        {
+            "order_id": order_id,
+            "line_no": first + offset,
+            "product_id": np.zeros(len(order_id), dtype=np.int64),
+            "quantity": np.zeros(len(order_id), dtype=np.int64),
+            "order_date": np.repeat(both["order_date"].to_numpy(), extra),
+            "order_month": np.repeat(both["order_month"].to_numpy(), extra),
         }
     )

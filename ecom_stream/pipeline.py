@@ -17,9 +17,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ecom_stream import clean, refresh
+from ecom_stream import bookkeeping, clean, refresh
 from ecom_stream import schema as S
+from ecom_stream.bookkeeping import FileOutcome, ParsedFile, ledger_rows
 from ecom_stream.config import Settings
 from ecom_stream.digests import DigestSet
 from ecom_stream.errors import BatchError, BatchReadError
@@ -52,59 +52,6 @@ LEDGER_VERSIONED = (
     "daily_revenue",
     "revenue_anomalies",
 )
-
-
-@dataclass
-class FileOutcome:
-    """What happened to one file."""
-
-    name: str
-    entity: str | None
-    batch_id: str
-    arrival_id: str
-    outcome: str  # merged | quarantined | duplicate | empty | recovered
-    reason: str | None = None
-    rows_in: int = 0
-    rows_merged: int = 0
-    rows_rejected: int = 0
-    rows_rescued: int = 0
-    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    timings: dict[str, float] = field(default_factory=dict)
-    gold_committed_at: datetime | None = None
-    quarantined_as: str | None = None
-    source: Path | None = None
-
-    def log_line(self) -> str:
-        t = self.timings
-        parts = [f"batch {self.name}: {self.outcome}", f"entity={self.entity or '-'}"]
-        if self.outcome in ("merged", "empty"):
-            parts.append(
-                f"rows={self.rows_in} merged={self.rows_merged} rejected={self.rows_rejected}"
-                + (f" rescued={self.rows_rescued}" if self.rows_rescued else "")
-            )
-        if self.reason:
-            parts.append(f"reason={self.reason!r}")
-        parts.append(
-            "ms read={:.0f} validate={:.0f} merge={:.0f} gold={:.0f}".format(
-                t.get("read_ms", 0),
-                t.get("validate_ms", 0),
-                t.get("merge_ms", 0),
-                t.get("gold_ms", 0),
-            )
-        )
-        return " ".join(parts)
-
-
-@dataclass
-class _Parsed:
-    path: Path
-    name: str
-    entity: str
-    batch_id: str
-    arrival_id: str
-    records: list[dict[str, Any]]
-    received_at: datetime
-    read_ms: float
 
 
 def arrival_id_of(batch_id: str, path: Path) -> str:
@@ -255,7 +202,7 @@ class Pipeline:
         )
         outcomes: list[FileOutcome] = []
         finals: list[FileOutcome] = []
-        group: list[_Parsed] = []
+        group: list[ParsedFile] = []
         seen: set[str] = set()
 
         def flush() -> None:
@@ -305,7 +252,7 @@ class Pipeline:
         return self._commit_microbatch([], [outcome])[0]
 
     # -- stage 1: one file ----------------------------------------------------------------
-    def _intake(self, path: Path, seen: set[str]) -> _Parsed | FileOutcome | None:
+    def _intake(self, path: Path, seen: set[str]) -> ParsedFile | FileOutcome | None:
         kind = classify(path.name)
         if kind.action == "ignore" or (path.is_dir() and not path.is_symlink()):
             return None
@@ -346,7 +293,7 @@ class Pipeline:
                 path, kind, data, batch_id, arrival, exc.reason, received
             )
         self.lake.store_raw(
-            batch_id, path.name, data, _raw_meta(path.name, kind, batch_id, received)
+            batch_id, path.name, data, bookkeeping.raw_meta(path.name, kind, batch_id, received)
         )
         read_ms = (time.perf_counter() - started) * 1000
         if not records:
@@ -360,7 +307,7 @@ class Pipeline:
                 timings={"read_ms": read_ms},
                 source=path,
             )
-        return _Parsed(
+        return ParsedFile(
             path, path.name, kind.entity or "", batch_id, arrival, records, received, read_ms
         )
 
@@ -389,7 +336,7 @@ class Pipeline:
     ) -> FileOutcome:
         if data is not None:
             self.lake.store_raw(
-                batch_id, path.name, data, _raw_meta(path.name, kind, batch_id, received)
+                batch_id, path.name, data, bookkeeping.raw_meta(path.name, kind, batch_id, received)
             )
         outcome = FileOutcome(
             path.name,
@@ -425,7 +372,7 @@ class Pipeline:
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
     def _commit_microbatch(
-        self, group: list[_Parsed], finals: list[FileOutcome]
+        self, group: list[ParsedFile], finals: list[FileOutcome]
     ) -> list[FileOutcome]:
         arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
         # Files of a failed micro-batch stay suspects (some of their rows may be committed)
@@ -439,13 +386,14 @@ class Pipeline:
             raise
 
     def _commit_outcomes(
-        self, group: list[_Parsed], finals: list[FileOutcome], arrivals: list[str]
+        self, group: list[ParsedFile], finals: list[FileOutcome], arrivals: list[str]
     ) -> list[FileOutcome]:
         outcomes = self._merge_group(group) if group else []
         outcomes += finals
         quarantined = [o for o in outcomes if o.outcome == "quarantined"]
         if quarantined:
-            self._append_once("quarantine_records", _quarantine_rows(quarantined), quarantined)
+            rows = bookkeeping.quarantine_rows(quarantined)
+            self._append_once("quarantine_records", rows, quarantined)
         versions = {name: self.lake.version(name) for name in LEDGER_VERSIONED}
         self._append_ledger(outcomes, versions, len(group) + len(finals))
         # Raw copies were written without fsync; one filesystem sync makes them durable before
@@ -469,7 +417,7 @@ class Pipeline:
             _release_memory()
         return outcomes
 
-    def _merge_group(self, group: list[_Parsed]) -> list[FileOutcome]:
+    def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
         entity = group[0].entity
         key = S.KEYS[entity]
         t0 = time.perf_counter()
@@ -520,9 +468,9 @@ class Pipeline:
         # Bronze keeps every row of every accepted file, rejected rows included. Both tables
         # are built now (from the raw frame, freed next) but appended after gold: they are
         # bookkeeping, off the path from a file landing to the dashboard seeing it.
-        bronze_rows = _bronze_rows(entity, raw[~in_bad_file], group)
+        bronze_rows = bookkeeping.bronze_rows(entity, raw[~in_bad_file], group)
         rejected_rows = (
-            _rejected_rows(entity, raw, typed, reject_reason, rejected, group)
+            bookkeeping.rejected_rows(entity, raw, typed, reject_reason, rejected, group)
             if rejected.any()
             else None
         )
@@ -536,9 +484,8 @@ class Pipeline:
         winners, stored, warnings = self._silver_changes(entity, key, typed_ok)
         # Quality rows go first: their domain warnings compare the batch with silver as it was
         # before the merge, which a replay after a crash past the merge could not see again.
-        self._append_once(
-            "quality_validations", _quality_rows(group, reports, warnings, typed_ok), outcomes
-        )
+        quality = bookkeeping.quality_rows(group, reports, warnings, typed_ok)
+        self._append_once("quality_validations", quality, outcomes)
         if not winners.empty:
             if entity == "orders":
                 self._merge_orders(winners, stored)
@@ -594,7 +541,7 @@ class Pipeline:
         cleaned["_file"] = typed_ok["_file"].to_numpy()
         batch = clean.newest_per_key(cleaned, key)
         stored = self.lake.lookup(entity, batch[key].tolist())
-        winners = _newer_than_stored(batch, stored, key)
+        winners = clean.newer_than_stored(batch, stored, key)
         if winners.empty:
             return winners, stored, []
         stored_w = stored[stored[key].isin(winners[key])]
@@ -643,7 +590,7 @@ class Pipeline:
         )
         meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
         lines = clean.order_lines(winners)
-        deletes = _removed_lines(winners, stored)
+        deletes = clean.removed_lines(winners, stored)
         dates = old_dates | new_dates
         # The two merges touch different tables and spend their time in Delta's native code
         # (the GIL is released): running them side by side uses both cores. Each is
@@ -705,7 +652,7 @@ class Pipeline:
         if outcomes:
             self.lake.append("ledger", ledger_rows(outcomes, versions, files))
 
-    def _store_gx_result(self, parsed: _Parsed, report: Any) -> None:
+    def _store_gx_result(self, parsed: ParsedFile, report: Any) -> None:
         target = self.lake.raw_path(parsed.batch_id, parsed.name).parent / "gx_result.json"
         # Derived data (the ledger and quality table hold the verdict): no fsync needed.
         atomic_write(target, orjson.dumps(report.to_json(), default=str), durable=False)
@@ -731,36 +678,6 @@ def _build_validator(settings: Settings) -> Any:
     validator = Validator(settings)
     validator.prepare()
     return validator
-
-
-def ledger_rows(
-    outcomes: Sequence[FileOutcome], versions: Mapping[str, int], files: int
-) -> pd.DataFrame:
-    """One ledger row per file outcome (``versions``: the table versions the batch produced)."""
-    now = datetime.now(UTC)
-    return pd.DataFrame(
-        {
-            "batch_id": [o.batch_id for o in outcomes],
-            "arrival_id": [o.arrival_id for o in outcomes],
-            "file_name": [o.name for o in outcomes],
-            "entity": [o.entity for o in outcomes],
-            "outcome": [o.outcome for o in outcomes],
-            "reason": [o.reason for o in outcomes],
-            "rows_in": [o.rows_in for o in outcomes],
-            "rows_merged": [o.rows_merged for o in outcomes],
-            "rows_rejected": [o.rows_rejected for o in outcomes],
-            "rows_rescued": [o.rows_rescued for o in outcomes],
-            "table_versions": [json.dumps(dict(versions))] * len(outcomes),
-            "received_at": pd.to_datetime([o.received_at for o in outcomes], utc=True),
-            "finished_at": pd.to_datetime([now] * len(outcomes), utc=True),
-            "gold_committed_at": pd.to_datetime([o.gold_committed_at for o in outcomes], utc=True),
-            "read_ms": [o.timings.get("read_ms", 0.0) for o in outcomes],
-            "validate_ms": [o.timings.get("validate_ms", 0.0) for o in outcomes],
-            "merge_ms": [o.timings.get("merge_ms", 0.0) for o in outcomes],
-            "gold_ms": [o.timings.get("gold_ms", 0.0) for o in outcomes],
-            "micro_batch_files": [files] * len(outcomes),
-        }
-    )
 
 
 def _sync_filesystem(path: Path) -> None:
@@ -804,184 +721,3 @@ def _release_memory() -> None:
     pa.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _raw_meta(name: str, kind: FileKind, batch_id: str, received: datetime) -> dict[str, Any]:
-    return {
-        "name": name,
-        "entity": kind.entity,
-        "batch_id": batch_id,
-        "received_at": received.isoformat(),
-    }
-
-
-def _newer_than_stored(batch: pd.DataFrame, stored: pd.DataFrame, key: str) -> pd.DataFrame:
-    if stored.empty:
-        return batch
-    old = stored[[key, "_version_ts", "_row_hash"]].rename(
-        columns={"_version_ts": "_v_old", "_row_hash": "_h_old"}
-    )
-    joined = batch.merge(old, on=key, how="left")
-    newer = (
-        joined["_v_old"].isna()
-        | (joined["_version_ts"] > joined["_v_old"])
-        | ((joined["_version_ts"] == joined["_v_old"]) & (joined["_row_hash"] > joined["_h_old"]))
-    )
-    return batch[newer.to_numpy()].reset_index(drop=True)
-
-
-def _removed_lines(winners: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
-    """(order_id, line_no) pairs of lines that updated orders no longer have."""
-    if stored.empty:
-        return S.ORDER_LINES_SCHEMA.empty_table().to_pandas()
-    both = winners[["order_id", "n_items"]].merge(
-        stored[["order_id", "n_items", "order_date", "order_month"]],
-        on="order_id",
-        suffixes=("", "_old"),
-    )
-    both = both[both["n_items_old"] > both["n_items"]]
-    extra = (both["n_items_old"] - both["n_items"]).to_numpy()
-    order_id = np.repeat(both["order_id"].to_numpy(), extra)
-    first = np.repeat(both["n_items"].to_numpy() + 1, extra)
-    offset = np.arange(int(extra.sum())) - np.repeat(np.cumsum(extra) - extra, extra)
-    return pd.DataFrame(
-        {
-            "order_id": order_id,
-            "line_no": first + offset,
-            "product_id": np.zeros(len(order_id), dtype=np.int64),
-            "quantity": np.zeros(len(order_id), dtype=np.int64),
-            "order_date": np.repeat(both["order_date"].to_numpy(), extra),
-            "order_month": np.repeat(both["order_month"].to_numpy(), extra),
-        }
-    )
-
-
-def _loose(value: Any) -> str | None:
-    """A received value as text: strings as they are, anything else as its JSON."""
-    if value is None or type(value) is str:
-        return value
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # an integer beyond 64 bits (parsed by the stdlib fallback)
-        return json.dumps(value)
-
-
-def _loose_column(values: pd.Series) -> pa.Array:
-    """A column as received, as text. Columns of only strings or only integers (the common
-    case) are converted by Arrow in one go; mixed ones value by value."""
-    items = values.tolist()
-    kinds = set(map(type, items)) - {type(None)}
-    if kinds <= {str}:
-        return pa.array(items, pa.string())
-    if kinds == {int}:
-        try:
-            return pa.array(items, pa.int64()).cast(pa.string())
-        except (OverflowError, pa.ArrowInvalid):
-            pass
-    with contextlib.suppress(TypeError):  # TypeError: an integer beyond 64 bits
-        if kinds <= {int, float}:
-            # Numbers and nulls: one orjson call for the column; number texts hold no comma.
-            texts = orjson.dumps(items)[1:-1].decode().split(",") if items else []
-            return pa.array([None if t == "null" else t for t in texts], pa.string())
-        if kinds <= {list, dict}:
-            dumps = orjson.dumps
-            return pa.array([None if v is None else dumps(v).decode() for v in items], pa.string())
-    return pa.array([_loose(v) for v in items], pa.string())
-
-
-def _bronze_rows(entity: str, raw: pd.DataFrame, group: list[_Parsed]) -> pa.Table:
-    """Bronze rows as an Arrow table, built column by column (no pandas copy: memory)."""
-    files = raw["_file"].to_numpy()
-
-    def per_file(values: list[Any], type_: pa.DataType) -> pa.Array:
-        return pa.array(values, type_).take(pa.array(files))
-
-    columns = {f: _loose_column(raw[f]) for f in S.FIELDS[entity]}
-    columns["_rescued"] = pa.array(raw["_rescued"].tolist(), pa.string())
-    columns["_batch_id"] = per_file([g.batch_id for g in group], pa.string())
-    columns["_source_file"] = per_file([g.name for g in group], pa.string())
-    columns["_row_no"] = pa.array(raw["_row_no"].to_numpy(), pa.int64())
-    columns["_ingested_at"] = per_file([g.received_at for g in group], S.TS)
-    columns["_row_hash"] = pa.array(raw["_row_hash"].tolist(), pa.string())
-    columns["_arrival_id"] = per_file([g.arrival_id for g in group], pa.string())
-    return pa.table(columns)
-
-
-def _rejected_rows(
-    entity: str,
-    raw: pd.DataFrame,
-    typed: pd.DataFrame,
-    reasons: np.ndarray,
-    mask: np.ndarray,
-    group: list[_Parsed],
-) -> pd.DataFrame:
-    files = typed["_file"].to_numpy()[mask]
-    row_no = typed["_row_no"].to_numpy()[mask]
-    key = S.KEYS[entity]
-    raw_json = [
-        json.dumps(group[f].records[r], ensure_ascii=False, default=str)
-        for f, r in zip(files, row_no, strict=True)
-    ]
-    return pd.DataFrame(
-        {
-            "entity": entity,
-            "batch_id": [group[f].batch_id for f in files],
-            "source_file": [group[f].name for f in files],
-            "row_no": row_no,
-            "key": [_loose(v) for v in raw[key].to_numpy()[mask]],
-            "reason": reasons[mask],
-            "raw": raw_json,
-            "rejected_at": pd.Timestamp.now(tz="UTC"),
-            "arrival_id": [group[f].arrival_id for f in files],
-        }
-    )
-
-
-def _quality_rows(
-    group: list[_Parsed],
-    reports: list[Any],
-    warnings: list[tuple[int, Any]],
-    typed_ok: pd.DataFrame,
-) -> pd.DataFrame:
-    rows = []
-    now = pd.Timestamp.now(tz="UTC")
-    per_file: list[list[Any]] = [list(r.checks) for r in reports]
-    for file_index, check in warnings:
-        per_file[file_index].append(check)
-    for i, checks in enumerate(per_file):
-        g = group[i]
-        for c in checks:
-            rows.append(
-                {
-                    "batch_id": g.batch_id,
-                    "source_file": g.name,
-                    "entity": g.entity,
-                    "expectation": c.expectation,
-                    "column": c.column,
-                    "policy": c.policy,
-                    "success": bool(c.success),
-                    "observed_value": c.observed,
-                    "unexpected_count": int(c.unexpected_count),
-                    "unexpected_percent": c.unexpected_percent,
-                    "element_count": int(c.element_count),
-                    "validated_at": now,
-                    "arrival_id": g.arrival_id,
-                }
-            )
-    return pd.DataFrame(rows, columns=S.QUALITY_SCHEMA.names)
-
-
-def _quarantine_rows(outcomes: list[FileOutcome]) -> pd.DataFrame:
-    now = pd.Timestamp.now(tz="UTC")
-    return pd.DataFrame(
-        {
-            "batch_id": [o.batch_id for o in outcomes],
-            "source_file": [o.name for o in outcomes],
-            "quarantined_as": [o.quarantined_as for o in outcomes],
-            "entity": [o.entity for o in outcomes],
-            "reason": [o.reason for o in outcomes],
-            "details": [json.dumps({"rows_in": o.rows_in}) for o in outcomes],
-            "quarantined_at": [now] * len(outcomes),
-            "arrival_id": [o.arrival_id for o in outcomes],
-        }
-    )

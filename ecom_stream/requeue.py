@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ecom_stream.bookkeeping import FileOutcome, ledger_rows
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError
 from ecom_stream.lake import Lake
-from ecom_stream.pipeline import FileOutcome, ledger_rows
 
 __all__ = ["requeue"]
 

@@ -26,10 +26,10 @@ import pandas as pd
 import pytest
 from conftest import REPO, assert_same_tables, run_cli, snapshot
 
+from ecom_stream.bookkeeping import FileOutcome
 from ecom_stream.config import Settings
 from ecom_stream.daemon import OVERFLOW_LOGGER, Daemon, ReadyQueue, writers_open
 from ecom_stream.lake import Lake
-from ecom_stream.pipeline import FileOutcome
 from ecom_stream.status import heartbeat
 
 QUIET = 0.3  # seconds; short so the tests are quick, long enough for a slow CI box

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from ecom_stream.bookkeeping import FileOutcome, ledger_rows
 from ecom_stream.lake import (
     ARRIVAL_TXN_RETENTION,
     LEGACY_ARRIVAL_TXN,
@@ -17,7 +18,6 @@ from ecom_stream.lake import (
     TABLES,
     Lake,
 )
-from ecom_stream.pipeline import FileOutcome, ledger_rows
 
 
 def test_older_ledger_gains_new_columns_and_keeps_rows(tmp_path: Path) -> None:

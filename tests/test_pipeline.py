@@ -374,7 +374,7 @@ _json_values = st.recursive(
 )
 def test_bronze_text_column_equals_value_by_value(values: list[Any]) -> None:
     """The column-at-once fast paths give the same text as converting each value."""
-    from ecom_stream.pipeline import _loose, _loose_column
+    from ecom_stream.bookkeeping import _loose, loose_column
 
-    got = _loose_column(pd.Series(values, dtype=object)).to_pylist()
+    got = loose_column(pd.Series(values, dtype=object)).to_pylist()
     assert got == [_loose(v) for v in values]
