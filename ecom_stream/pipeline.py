@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
 logger = logging.getLogger(__name__)
 DONE_OUTCOMES = ("merged", "quarantined", "empty")
+# Micro-batches of at least this many rows append bronze while silver merges (see _merge_group).
+BRONZE_ALONGSIDE_ROWS = 5_000
 # The tables whose versions a ledger row records (what the batch produced).
 LEDGER_VERSIONED = (
     "silver_products",
@@ -79,6 +81,7 @@ class Pipeline:
         pa.set_memory_pool(pa.system_memory_pool())
         self.settings = settings
         self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecom-side")
+        self._bronze = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecom-bronze")
         # Importing and building Great Expectations takes seconds: it runs on the side thread
         # while this one opens the lake and reads the first files (native code, GIL released).
         self._validator = self._side.submit(_build_validator, settings)
@@ -465,10 +468,21 @@ class Pipeline:
                 o.rows_rejected = int((rejected & rows).sum())
                 o.rows_merged = int((accepted & rows).sum())
 
-        # Bronze keeps every row of every accepted file, rejected rows included. Both tables
-        # are built now (from the raw frame, freed next) but appended after gold: they are
-        # bookkeeping, off the path from a file landing to the dashboard seeing it.
-        bronze_rows = bookkeeping.bronze_rows(entity, raw[~in_bad_file], group)
+        # Bronze keeps every row of every accepted file, rejected rows included.
+        bronze_owners = [o for o in outcomes if o.outcome == "merged"]
+        bronze_done: Future[None] | None = None
+        bronze_rows: pa.Table | None = None
+        if len(raw) >= BRONZE_ALONGSIDE_ROWS:
+            # A large micro-batch (a backfill, a burst) builds and appends bronze, and writes
+            # the GX result files, on its own thread while silver merges: the merges run in
+            # native code without the GIL, so that Python work costs nothing there.
+            bronze_done = self._bronze.submit(
+                self._bookkeep_alongside, entity, raw[~in_bad_file], group, bronze_owners, reports
+            )
+        else:
+            # One file (the daemon): built now, appended after gold, off the path from a file
+            # landing to the dashboard seeing it.
+            bronze_rows = bookkeeping.bronze_rows(entity, raw[~in_bad_file], group)
         rejected_rows = (
             bookkeeping.rejected_rows(entity, raw, typed, reject_reason, rejected, group)
             if rejected.any()
@@ -481,23 +495,29 @@ class Pipeline:
         del raw, typed
         for g in group:
             g.records = []
-        winners, stored, warnings = self._silver_changes(entity, key, typed_ok)
-        # Quality rows go first: their domain warnings compare the batch with silver as it was
-        # before the merge, which a replay after a crash past the merge could not see again.
-        quality = bookkeeping.quality_rows(group, reports, warnings, typed_ok)
-        self._append_once("quality_validations", quality, outcomes)
-        if not winners.empty:
-            if entity == "orders":
-                self._merge_orders(winners, stored)
-            else:
-                self._merge_products(winners, stored)
-        t2 = time.perf_counter()
-        gold_ms = self.gold.bring_up_to_date()
-        gold_at = datetime.now(UTC)
-
-        self._append_once(
-            BRONZE[entity], bronze_rows, [o for o in outcomes if o.outcome == "merged"]
-        )
+        try:
+            winners, stored, warnings = self._silver_changes(entity, key, typed_ok)
+            # Quality rows go first: their domain warnings compare the batch with silver as it
+            # was before the merge, which a replay after a crash past the merge could not see.
+            quality = bookkeeping.quality_rows(group, reports, warnings, typed_ok)
+            self._append_once("quality_validations", quality, outcomes)
+            if not winners.empty:
+                if entity == "orders":
+                    self._merge_orders(winners, stored)
+                else:
+                    self._merge_products(winners, stored)
+            t2 = time.perf_counter()
+            gold_ms = self.gold.bring_up_to_date()
+            gold_at = datetime.now(UTC)
+        finally:
+            # Even on an error no bronze write may still be in flight when this returns (a
+            # retry's lookup of committed arrivals must see it).
+            if bronze_done is not None:
+                wait([bronze_done])
+        if bronze_done is not None:
+            bronze_done.result()
+        elif bronze_rows is not None:
+            self._append_once(BRONZE[entity], bronze_rows, bronze_owners)
         if rejected_rows is not None:
             self._append_once(
                 "rejected_rows", rejected_rows, [o for o in outcomes if o.rows_rejected]
@@ -520,13 +540,26 @@ class Pipeline:
                     group[i].path.read_bytes() if group[i].path.exists() else None,
                     {"failed_checks": failed},
                 )
-            self._store_gx_result(group[i], reports[i])
+            if bronze_done is None:
+                self._store_gx_result(group[i], reports[i])
             o.timings.update(
                 validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
             )
             if o.outcome == "merged":
                 o.gold_committed_at = gold_at
         return outcomes
+
+    def _bookkeep_alongside(
+        self,
+        entity: str,
+        raw: pd.DataFrame,
+        group: list[ParsedFile],
+        owners: list[FileOutcome],
+        reports: list[Any],
+    ) -> None:
+        self._append_once(BRONZE[entity], bookkeeping.bronze_rows(entity, raw, group), owners)
+        for parsed, report in zip(group, reports, strict=True):
+            self._store_gx_result(parsed, report)
 
     def _silver_changes(
         self, entity: str, key: str, typed_ok: pd.DataFrame

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from ecom_stream import pipeline
 from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
 from ecom_stream.lake import Lake
@@ -271,14 +272,20 @@ LEDGER_FACTS = ["file_name", "entity", "outcome", "reason", "rows_in", "rows_mer
                 "rows_rejected", "rows_rescued"]
 
 
-@pytest.mark.parametrize("crash_before", ["rejected_rows", "quality_validations", "ledger"])
+@pytest.mark.parametrize("bronze_alongside", [False, True])
+@pytest.mark.parametrize(
+    "crash_before", ["rejected_rows", "quality_validations", "silver_orders", "ledger"]
+)
 def test_a_crash_between_bookkeeping_appends_doubles_no_row(
     settings: Settings,
     write_batch: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
     crash_before: str,
+    bronze_alongside: bool,
 ) -> None:
-    """Rows appended before a crash are found by their arrival id and not appended again."""
+    """Rows appended before a crash are found by their arrival id and not appended again,
+    whether bronze is appended after gold (small micro-batches) or while silver merges; the
+    clean run takes the other path, so both give the same tables."""
     write_batch("products-1.json", [product(1), product(2)])
     write_batch("orders-1.json", [order(1), order(2, total=-5.0), order(3, status="lost")])
     write_batch("orders-2.json", [order(4), order(5, total=None), order(6, total=None)])
@@ -287,20 +294,24 @@ def test_a_crash_between_bookkeeping_appends_doubles_no_row(
         lake_dir=settings.lake_dir.parent / "clean-lake",
     )
     shutil.copytree(settings.landing_dir, clean_settings.landing_dir)
+    monkeypatch.setattr(pipeline, "BRONZE_ALONGSIDE_ROWS", 10**9 if bronze_alongside else 0)
     run_backfill(clean_settings, progress=False)
+    monkeypatch.setattr(pipeline, "BRONZE_ALONGSIDE_ROWS", 0 if bronze_alongside else 10**9)
 
-    original = Lake.append
+    # Fail the chosen commit (an append, or the orders merge) as a crash would interrupt it.
+    method = "merge_upsert" if crash_before == "silver_orders" else "append"
+    original = getattr(Lake, method)
 
-    def crash(self: Lake, name: str, *args: Any, **kwargs: Any) -> None:
+    def crash(self: Lake, name: str, *args: Any, **kwargs: Any) -> Any:
         if name == crash_before:
             raise OSError("simulated crash")
-        original(self, name, *args, **kwargs)
+        return original(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(Lake, "append", crash)
+    monkeypatch.setattr(Lake, method, crash)
     with pytest.raises(OSError, match="simulated crash"):
         run_backfill(settings, progress=False)
     assert Lake(settings.lake_dir).inflight_path.exists()  # the crashed micro-batch is known
-    monkeypatch.setattr(Lake, "append", original)
+    monkeypatch.setattr(Lake, method, original)
     run_backfill(settings, progress=False)
 
     assert not list(settings.landing_dir.iterdir())
