@@ -468,6 +468,14 @@ class Pipeline:
                 o.rows_rejected = int((rejected & rows).sum())
                 o.rows_merged = int((accepted & rows).sum())
 
+        rejected_rows = (
+            bookkeeping.rejected_rows(entity, raw, typed, reject_reason, rejected, group)
+            if rejected.any()
+            else None
+        )
+
+        typed_ok = typed[accepted].reset_index(drop=True)
+
         # Bronze keeps every row of every accepted file, rejected rows included.
         bronze_owners = [o for o in outcomes if o.outcome == "merged"]
         bronze_done: Future[None] | None = None
@@ -483,13 +491,6 @@ class Pipeline:
             # One file (the daemon): built now, appended after gold, off the path from a file
             # landing to the dashboard seeing it.
             bronze_rows = bookkeeping.bronze_rows(entity, raw[~in_bad_file], group)
-        rejected_rows = (
-            bookkeeping.rejected_rows(entity, raw, typed, reject_reason, rejected, group)
-            if rejected.any()
-            else None
-        )
-
-        typed_ok = typed[accepted].reset_index(drop=True)
         # The raw records and frames are not needed past this point: free them before the
         # merges, which are the other memory peak of a micro-batch.
         del raw, typed
