@@ -13,13 +13,13 @@ from typing import Any
 
 from ecom_stream import __version__
 from ecom_stream.config import Settings
-from ecom_stream.errors import EcomStreamError
+from ecom_stream.errors import EcomStreamError, UsageError
 from ecom_stream.logs import configure_logging
 
 __all__ = ["main", "run"]
 
 logger = logging.getLogger(__name__)
-EXIT_ERROR = 1  # 0, 2 (usage) and 3 (backfill --strict) come from argparse and commands
+EXIT_ERROR, EXIT_USAGE = 1, 2  # 0 and 3 (backfill --strict) come from the commands
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -216,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
         return int(handler(args, settings))
+    except UsageError as exc:
+        # One line, as argparse words its own errors, and its exit code.
+        print(f"ecom-stream {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except EcomStreamError as exc:
         if args.verbose:
             logger.exception("failed")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ecom_stream.config import Settings
-from ecom_stream.errors import ConfigError, EcomStreamError
+from ecom_stream.errors import ConfigError, EcomStreamError, UsageError
 
 __all__: list[str] = []
 
@@ -119,7 +119,7 @@ def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.requeue import requeue
 
     if not args.all and not args.names:
-        raise ConfigError("name the quarantined file(s) to requeue, or pass --all")
+        raise UsageError("name the quarantined file(s) to requeue, or pass --all")
     moved = requeue(settings, None if args.all else args.names)
     for src, dst in moved:
         print(f"requeued {src.name} -> {dst}")

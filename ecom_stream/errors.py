@@ -2,6 +2,7 @@
 
     EcomStreamError                 root: every error we raise on purpose
     ├── ConfigError                 a bad setting, flag or environment variable
+    │   └── UsageError              a bad command line (exit 2, like argparse's own errors)
     ├── BatchError                  terminal for one batch file: it is quarantined
     │   ├── BatchReadError          unreadable: not UTF-8, invalid JSON, bad shape, too big, ...
     │   └── BatchValidationError    readable, but failed a quarantine-batch expectation
@@ -24,6 +25,7 @@ __all__ = [
     "LakeCommitError",
     "LakeError",
     "LockError",
+    "UsageError",
     "ValidationSetupError",
 ]
 
@@ -34,6 +36,10 @@ class EcomStreamError(Exception):
 
 class ConfigError(EcomStreamError):
     """A setting, flag or environment variable has an invalid value."""
+
+
+class UsageError(ConfigError):
+    """The command line is wrong in a way argparse cannot check (exit code 2)."""
 
 
 class BatchError(EcomStreamError):

@@ -184,7 +184,8 @@ def test_requeue_cli_errors_are_clear(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["--lake", str(settings.lake_dir), "--landing", str(settings.landing_dir)]
-    assert main([*base, "requeue"]) == 1
-    assert "name the quarantined file" in capsys.readouterr().err
+    assert main([*base, "requeue"]) == 2  # a usage error, like argparse's own
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "requeue: error: name the quarantined file" in err
     assert main([*base, "requeue", "nope.json"]) == 1
     assert "not in quarantine: nope.json" in capsys.readouterr().err
