@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -111,6 +112,8 @@ TABLES: dict[str, TableSpec] = {
 SILVER = {"products": "silver_products", "orders": "silver_orders"}
 BRONZE = {"products": "bronze_products", "orders": "bronze_orders"}
 GOLD_WATERMARK_APP = "ecom-stream:gold:{table}"
+# atomic_write's temporary names: ``.<name>.<pid>.tmp``.
+TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$", re.DOTALL)
 MAX_KEY_RANGES = 16
 
 
@@ -555,12 +558,18 @@ class Lake:
         """Keep an immutable copy of a received file (content addressed; written once)."""
         target = self.raw_path(batch_id, name)
         if not target.exists():
-            atomic_write(target, data, durable=False)  # the pipeline syncs once per micro-batch
-            atomic_write(
-                target.parent / "meta.json",
-                json.dumps(dict(meta), indent=2).encode(),
-                durable=False,
-            )
+            try:
+                atomic_write(target, data, durable=False)  # synced once per micro-batch
+                atomic_write(
+                    target.parent / "meta.json",
+                    json.dumps(dict(meta), indent=2).encode(),
+                    durable=False,
+                )
+            except OSError as exc:
+                raise LakeError(
+                    f"cannot keep the raw copy {target}: {exc.strerror or exc}; "
+                    "free space on the lake's disk (the file stays in landing)"
+                ) from exc
         return target
 
     def raw_batches(self) -> list[tuple[Path, dict[str, Any]]]:
@@ -602,6 +611,26 @@ class Lake:
         )
         return target
 
+    def remove_stale_temp_files(self) -> int:
+        """Delete the partial files a writer that died (or hit a full disk) left in ``raw/``
+        and ``quarantine/``; returns how many. Only for the process holding the writer lock:
+        no other process writes there, and this one's own temporary files are kept."""
+        removed = 0
+        mine = str(os.getpid())
+        for top in (self.raw_dir, self.quarantine_dir):
+            for folder, dirs, files in os.walk(top):
+                if Path(folder) == self.quarantine_dir:
+                    dirs[:] = []  # quarantine/_records is a Delta table: not ours to clean
+                for name in files:
+                    match = TEMP_NAME.match(name)
+                    if match and match.group(1) != mine:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join(folder, name))
+                            removed += 1
+        if removed:
+            logger.info("removed %d partial file(s) left by an interrupted write", removed)
+        return removed
+
     def quarantined_files(self) -> list[Path]:
         if not self.quarantine_dir.exists():
             return []
@@ -617,12 +646,19 @@ def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
     half a file, and a durable file survives a power cut once this returns."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        # A full disk or an I/O error: leave no partial file behind (a kill is cleaned up by
+        # the next writer, Lake.remove_stale_temp_files).
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _commit(txns: Iterable[str], metadata: Mapping[str, str] | None) -> CommitProperties:

@@ -87,6 +87,9 @@ class Pipeline:
         self._validator = self._side.submit(_build_validator, settings)
         self.lake = Lake(settings.lake_dir, writer=True)
         self.lake.ensure_tables()
+        # Partial raw or quarantine copies of an interrupted write (a full disk, a kill): this
+        # process holds the writer lock, so no one else is writing them.
+        self.lake.remove_stale_temp_files()
         self.gold = GoldRefresher(self.lake, settings)
         self.keep_source = keep_source
         self._received_at = received_at

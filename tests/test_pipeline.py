@@ -389,3 +389,54 @@ def test_bronze_text_column_equals_value_by_value(values: list[Any]) -> None:
 
     got = loose_column(pd.Series(values, dtype=object)).to_pylist()
     assert got == [_loose(v) for v in values]
+
+
+def test_partial_raw_copies_never_stay_in_raw(
+    settings: Settings, write_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from ecom_stream import lake as lake_module
+    from ecom_stream.errors import LakeError
+
+    real_open = open
+
+    class FullDisk:
+        """A file object that writes a few bytes, then finds the disk full."""
+
+        def __init__(self, path: Path, mode: str) -> None:
+            self.fh = real_open(path, mode)
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def write(self, data: bytes) -> int:
+            self.fh.write(data[:3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    write_batch("orders-1.json", [order(1)])
+    monkeypatch.setattr(lake_module, "open", FullDisk, raising=False)
+    with pytest.raises(LakeError, match="No space left on device"):
+        run_backfill(settings, progress=False)
+    monkeypatch.undo()
+    raw = settings.lake_dir / "raw"
+    assert [p for p in raw.rglob("*") if p.is_file()] == []  # no partial copy left
+    assert (settings.landing_dir / "orders-1.json").exists()
+
+    # A writer killed mid-write (another process) leaves its temporary file: the next writer
+    # removes it at start-up, and only files of that naming pattern.
+    folder = raw / "ab" / ("ab" + "0" * 62)
+    folder.mkdir(parents=True)
+    stale = folder / ".orders-9.json.4194301.tmp"
+    stale.write_bytes(b"[{")
+    kept = folder / "orders-9.json"
+    kept.write_bytes(b"[]")
+    (settings.lake_dir / "quarantine").mkdir(exist_ok=True)
+    stale_reason = settings.lake_dir / "quarantine" / ".orders-8.json.reason.json.4194301.tmp"
+    stale_reason.write_bytes(b"{")
+    summary = run_backfill(settings, progress=False)
+    assert summary.outcomes == {"merged": 1}
+    assert not stale.exists() and not stale_reason.exists() and kept.exists()
