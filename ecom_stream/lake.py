@@ -634,10 +634,14 @@ class Lake:
     def quarantined_files(self) -> list[Path]:
         if not self.quarantine_dir.exists():
             return []
+        # Every quarantined entry is listed (a name starting with "_" too); not the reason
+        # files, temporary files (".") or folders (the _records table).
         return sorted(
             p
             for p in self.quarantine_dir.iterdir()
-            if not p.name.endswith(".reason.json") and not p.name.startswith((".", "_"))
+            if not p.name.endswith(".reason.json")
+            and not p.name.startswith(".")
+            and (p.is_symlink() or not p.is_dir())
         )
 
 

@@ -112,7 +112,8 @@ def row_hashes(records: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def read_bytes(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes; symlinks, non-regular files, empty and oversized files raise."""
+    """The file's bytes; symlinks, non-regular files and oversized files raise (an empty file
+    is read: its bytes, none, are quarantined like any unparseable content)."""
     try:
         return _read_bytes(path, max_bytes)
     except (FileNotFoundError, BatchReadError):
@@ -140,13 +141,13 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise BatchReadError(f"file grew past the limit of {max_bytes:,} bytes while being read")
-    if not data:
-        raise BatchReadError("empty file (0 bytes)")
     return data
 
 
 def parse_records(data: bytes, fmt: str, max_depth: int) -> list[dict[str, Any]]:
     """Decode and parse the batch; every element must be a JSON object."""
+    if not data:
+        raise BatchReadError("empty file (0 bytes)")
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     try:
