@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -113,6 +114,9 @@ SILVER = {"products": "silver_products", "orders": "silver_orders"}
 BRONZE = {"products": "bronze_products", "orders": "bronze_orders"}
 GOLD_WATERMARK_APP = "ecom-stream:gold:{table}"
 # atomic_write's temporary names: ``.<name>.<pid>.tmp``.
+# Longest name a file is stored under in quarantine/ (bytes): suffixes of up to ~40 bytes
+# (".reason.json", ".<pid>.tmp", a batch id) must still fit in 255.
+MAX_STORED_NAME_BYTES = 200
 TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$", re.DOTALL)
 MAX_KEY_RANGES = 16
 
@@ -567,8 +571,8 @@ class Lake:
                 )
             except OSError as exc:
                 raise LakeError(
-                    f"cannot keep the raw copy {target}: {exc.strerror or exc}; "
-                    "free space on the lake's disk (the file stays in landing)"
+                    f"cannot keep the raw copy {target}: {exc.strerror or exc}; the file "
+                    "stays in landing (if the lake's disk is full, free space on it)"
                 ) from exc
         return target
 
@@ -581,12 +585,26 @@ class Lake:
                 found.append((meta_path.parent / meta["name"], meta))
         return sorted(found, key=lambda item: (item[1]["name"], item[1]["batch_id"]))
 
+    @staticmethod
+    def stored_name(name: str) -> str:
+        """A safe name to store ``name`` (valid UTF-8, one line) under: itself when short
+        enough, else its start and a digest of the whole (distinct names stay distinct)."""
+        raw = name.encode("utf-8", "backslashreplace")
+        if len(raw) <= MAX_STORED_NAME_BYTES and not name.startswith("."):
+            return name
+        digest = hashlib.sha256(raw).hexdigest()[:12]
+        head = raw[: MAX_STORED_NAME_BYTES - 64].decode("utf-8", "ignore").lstrip(".")
+        return f"{head}-{digest}"
+
     def store_quarantined(
         self, source: Path, data: bytes | None, name: str, reason: Mapping[str, Any]
     ) -> Path:
-        """Copy a rejected file into quarantine/ with its ``.reason.json``; returns the new path."""
+        """Copy a rejected file into quarantine/ with its ``.reason.json``; returns the new path.
+
+        ``name`` is the file's display name (``read.display_name``); the file is stored under
+        ``stored_name(name)``."""
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        target = self.quarantine_dir / name
+        target = self.quarantine_dir / self.stored_name(name)
         if target.exists() or target.is_symlink():
             same = (
                 data is not None
@@ -595,7 +613,7 @@ class Lake:
                 and target.read_bytes() == data
             )
             if not same:
-                stem, dot, ext = name.partition(".")
+                stem, dot, ext = target.name.partition(".")
                 target = self.quarantine_dir / f"{stem}.{str(reason['batch_id'])[:12]}{dot}{ext}"
         if source.is_symlink():
             if not target.is_symlink():

@@ -37,7 +37,14 @@ from ecom_stream.config import Settings
 from ecom_stream.digests import DigestSet
 from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
-from ecom_stream.read import FileKind, classify, parse_records, read_bytes
+from ecom_stream.read import (
+    FileKind,
+    classify,
+    display_name,
+    name_problem,
+    parse_records,
+    read_bytes,
+)
 from ecom_stream.refresh import AFFECTED_KEY, GoldRefresher
 
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
@@ -63,7 +70,16 @@ def arrival_id_of(batch_id: str, path: Path) -> str:
         stamp = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
     except OSError:
         stamp = "gone"
-    return hashlib.sha256(f"{batch_id}:{path.name}:{stamp}".encode()).hexdigest()[:32]
+    # fsencode: a name need not be valid UTF-8 (the same bytes as .encode() for one that is).
+    key = f"{batch_id}:".encode() + os.fsencode(path.name) + f":{stamp}".encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def _unread_batch_id(data: bytes | None, path: Path, *extra: str) -> str:
+    """The id of a batch recorded for its name or a cause outside its bytes: bytes and name
+    (and ``extra``) together, so the same bytes under a fixed name are a new batch."""
+    parts = [data or b"", os.fsencode(path.name), *(os.fsencode(e) for e in extra)]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
 class Pipeline:
@@ -251,7 +267,7 @@ class Pipeline:
             return None
         except BatchError:
             data = None
-        batch_id = hashlib.sha256((data or b"") + f"\0{path.name}".encode()).hexdigest()
+        batch_id = _unread_batch_id(data, path)
         outcome = self._quarantine_unread(
             path, kind, data, batch_id, arrival_id_of(batch_id, path), reason, datetime.now(UTC)
         )
@@ -278,7 +294,7 @@ class Pipeline:
             return None
         if batch_id in seen or self._already_done(batch_id):
             return FileOutcome(
-                path.name,
+                display_name(path.name),
                 kind.entity,
                 batch_id,
                 arrival,
@@ -321,13 +337,11 @@ class Pipeline:
         self, path: Path, kind: FileKind, data: bytes | None, reason: str, received: datetime
     ) -> FileOutcome:
         target = os.readlink(path) if path.is_symlink() else ""
-        batch_id = hashlib.sha256(
-            (data or b"") + f"\0{path.name}\0{target}\0{reason}".encode()
-        ).hexdigest()
+        batch_id = _unread_batch_id(data, path, target, reason)
         arrival = arrival_id_of(batch_id, path)
         if arrival in self._arrivals and self._recorded(arrival):
             self._remove_source(path, batch_id, arrival)
-            return FileOutcome(path.name, kind.entity, batch_id, arrival, "recovered")
+            return FileOutcome(display_name(path.name), kind.entity, batch_id, arrival, "recovered")
         return self._quarantine_unread(path, kind, data, batch_id, arrival, reason, received)
 
     def _quarantine_unread(
@@ -340,12 +354,14 @@ class Pipeline:
         reason: str,
         received: datetime,
     ) -> FileOutcome:
-        if data is not None:
+        if data is not None and name_problem(path.name) is None:
+            # (A name the lake cannot store is kept in quarantine only, under a safe name:
+            # a replay of raw/ would only quarantine it again.)
             self.lake.store_raw(
                 batch_id, path.name, data, bookkeeping.raw_meta(path.name, kind, batch_id, received)
             )
         outcome = FileOutcome(
-            path.name,
+            display_name(path.name),
             kind.entity,
             batch_id,
             arrival,
@@ -373,6 +389,8 @@ class Pipeline:
             "(or drop the fixed file into landing)",
         }
         assert outcome.source is not None
+        # The name exactly as it was in landing (it may not be UTF-8), for `requeue`.
+        reason["name_hex"] = os.fsencode(outcome.source.name).hex()
         target = self.lake.store_quarantined(outcome.source, data, outcome.name, reason)
         outcome.quarantined_as = target.name
 
@@ -702,7 +720,7 @@ class Pipeline:
             if path.exists() or path.is_symlink():
                 logger.warning(
                     "%s was replaced while being processed: the new file stays in landing",
-                    path.name,
+                    display_name(path.name),
                 )
             return
         with contextlib.suppress(FileNotFoundError):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ __all__ = [
     "batch_id_of",
     "canonical_json",
     "classify",
+    "display_name",
+    "name_problem",
     "read_batch",
     "row_hash",
 ]
@@ -30,6 +33,12 @@ TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".crdownload")
 JSON_SUFFIXES = (".json",)
 LINES_SUFFIXES = (".jsonl", ".ndjson")
 _BOM = b"\xef\xbb\xbf"
+# Longest file name taken in (bytes): the lake stores files under it with suffixes of up to
+# about 40 bytes (".reason.json", a temporary ".<pid>.tmp", a batch id to tell copies apart),
+# and a name may have at most 255 bytes.
+MAX_NAME_BYTES = 200
+# Characters that would split a log line or a listing: controls and line separators.
+_LINE_BREAKING = ("Cc", "Zl", "Zp")
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,36 @@ class RawBatch:
     records: list[dict[str, Any]]
 
 
+def name_problem(name: str) -> str | None:
+    """Why the lake cannot keep and name a file by this name (None: it can)."""
+    raw = os.fsencode(name)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"file name is not UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start})"
+    if not name.isprintable() and any(
+        unicodedata.category(c) in _LINE_BREAKING for c in name
+    ):
+        return "file name holds a control character (a line break, a tab, ...)"
+    if len(raw) > MAX_NAME_BYTES:
+        return f"file name is {len(raw)} bytes long, more than the {MAX_NAME_BYTES} allowed"
+    return None
+
+
+def display_name(name: str) -> str:
+    """The name as valid UTF-8 on one line: undecodable bytes and control characters are
+    written as escapes (``orders-\\xff.json``, ``orders-\\n.json``); other names unchanged."""
+    if name.isascii() and name.isprintable():
+        return name
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in _LINE_BREAKING
+        else c
+        for c in text
+    )
+
+
 def classify(name: str) -> FileKind:
     """Decide from the file name alone whether to ignore, read or quarantine it."""
     lower = name.lower()
@@ -68,6 +107,9 @@ def classify(name: str) -> FileKind:
         if lower.startswith("orders")
         else None
     )
+    problem = name_problem(name)
+    if problem is not None:
+        return FileKind("quarantine", entity, reason=f"{problem}: rename the file")
     if entity is None:
         return FileKind(
             "quarantine",

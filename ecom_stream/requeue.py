@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -51,20 +53,46 @@ def requeue(settings: Settings, names: Sequence[str] | None) -> list[tuple[Path,
     _record_requeue(lake, plans)
     moved = []
     for path, reason_path, reason in plans:
-        target = settings.landing_dir / str(reason.get("file") or path.name)
+        target = settings.landing_dir / _landing_name(path, reason)
         if target.exists():
             target = settings.landing_dir / path.name
         if path.is_symlink():
             path.unlink()  # a link is never followed, so there is nothing to retry
             reason_path.unlink(missing_ok=True)
             continue
-        tmp = settings.landing_dir / f".{target.name}.requeue.tmp"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
-        path.unlink()
+        _move(path, target)
         reason_path.unlink(missing_ok=True)
         moved.append((path, target))
     return moved
+
+
+def _move(path: Path, target: Path) -> None:
+    """Move a quarantined file into landing whole: a rename on one filesystem (atomic, and
+    it needs no permission to read the file), else a copy under a short temporary name."""
+    try:
+        os.rename(path, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise ConfigError(f"cannot move {path} to {target}: {exc.strerror or exc}") from exc
+    tmp = target.with_name(f".requeue-{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    except (OSError, shutil.Error) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot copy {path} to {target}: {exc}; move it into landing by hand"
+        ) from exc
+    path.unlink()
+
+
+def _landing_name(path: Path, reason: dict[str, object]) -> str:
+    """The name the file had in landing: exactly (``name_hex``; it may not be UTF-8), else
+    as recorded, else its name in quarantine."""
+    with contextlib.suppress(TypeError, ValueError):
+        return os.fsdecode(bytes.fromhex(str(reason["name_hex"])))
+    return str(reason.get("file") or path.name)
 
 
 def _record_requeue(lake: Lake, plans: list[tuple[Path, Path, dict[str, object]]]) -> None:

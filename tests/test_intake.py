@@ -3,9 +3,18 @@ listed and requeued, and a file quarantined for its name can come back under a f
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_pipeline import order
+
 from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
 from ecom_stream.lake import Lake
+from ecom_stream.logs import JsonFormatter
 from ecom_stream.requeue import requeue
 from ecom_stream.status import quarantine_list
 
@@ -33,3 +42,40 @@ def test_an_empty_file_is_kept_listed_and_requeueable(settings: Settings) -> Non
     assert sorted(dst.name for _, dst in moved) == ["_orders-1.json", "orders-zero.json"]
     assert (settings.landing_dir / "orders-zero.json").read_bytes() == b""
     assert listed(settings) == {}
+
+
+def test_odd_names_are_quarantined_and_never_stop_the_others(
+    settings: Settings, write_batch: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    land = settings.landing_dir
+    long_name = "orders-" + "a" * 242 + ".json"  # 254 bytes: fits landing, not the lake's suffixes
+    write_batch(long_name, [order(1)])
+    not_utf8 = os.fsdecode(b"orders-\xff.json")
+    write_batch(not_utf8, [order(2)])
+    newline = "orders-2\nINFO forged.json"
+    write_batch(newline, [order(3)])
+    write_batch("orders-9.json", [order(9)])
+    with caplog.at_level(logging.INFO, logger="ecom_stream"):
+        summary = run_backfill(settings, progress=False)
+    assert summary.outcomes == {"quarantined": 3, "merged": 1}
+    assert Lake(settings.lake_dir).read_pandas("silver_orders")["order_id"].tolist() == [9]
+    assert list(land.iterdir()) == []
+    reasons = listed(settings)
+    assert "254 bytes long" in reasons[long_name]
+    assert "not UTF-8" in reasons["orders-\\xff.json"]
+    assert "control character" in reasons["orders-2\\nINFO forged.json"]
+    for stored in Lake(settings.lake_dir).quarantined_files():
+        assert len(os.fsencode(stored.name)) <= 200 and stored.name.isprintable()
+        stored.name.encode("utf-8")  # a safe stored name: valid UTF-8
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    assert len(lines) == 4 and not any("\n" in line for line in lines)
+    assert any("orders-2\\nINFO forged.json: quarantined" in line for line in lines)
+    record = logging.LogRecord("ecom_stream", logging.INFO, "", 0, lines[0], None, None)
+    assert "\n" not in JsonFormatter().format(record)
+    # requeue puts each file back under its exact name.
+    requeue(settings, None)
+    assert sorted(os.fsencode(p.name) for p in land.iterdir()) == sorted(
+        os.fsencode(n) for n in (long_name, not_utf8, newline)
+    )
+    # ...and, processed again, they are quarantined again (their name is still wrong).
+    assert run_backfill(settings, progress=False).outcomes == {"quarantined": 3}
