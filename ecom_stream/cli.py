@@ -108,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     p = add("requeue", "move quarantined files back to landing to be processed again")
     p.add_argument("names", nargs="*", metavar="NAME", help="quarantined file name(s)")
     p.add_argument("--all", action="store_true", help="requeue every quarantined file")
+    p.add_argument(
+        "--as",
+        dest="as_name",
+        metavar="NEW",
+        help="put the one NAME back into landing under this name (for a file quarantined "
+        "for its name)",
+    )
 
     p = add("rebuild", "rebuild bronze, silver and gold from raw/ into a fresh lake")
     p.add_argument(

@@ -120,7 +120,9 @@ def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.all and not args.names:
         raise UsageError("name the quarantined file(s) to requeue, or pass --all")
-    moved = requeue(settings, None if args.all else args.names)
+    if args.as_name is not None and (args.all or len(args.names) != 1):
+        raise UsageError("--as renames one file: name exactly one quarantined file, not --all")
+    moved = requeue(settings, None if args.all else args.names, as_name=args.as_name)
     for src, dst in moved:
         print(f"requeued {src.name} -> {dst}")
     print(f"requeued {len(moved)} file(s); they are processed like new ones")

@@ -75,6 +75,29 @@ def arrival_id_of(batch_id: str, path: Path) -> str:
     return hashlib.sha256(key).hexdigest()[:32]
 
 
+# What the reason file tells a person to do, by cause; each must be true (see requeue).
+FIX_CONTENT = (
+    "fix the file, then `ecom-stream requeue NAME` (or drop the fixed file into landing; "
+    "the same bytes under any name are a duplicate until requeued)"
+)
+FIX_NAME = (
+    "rename it: `ecom-stream requeue NAME --as NEW`, NEW starting with products or orders and "
+    "ending in .json, .jsonl or .ndjson (or drop the file into landing under such a name)"
+)
+FIX_OUTSIDE = (
+    "fix the cause the reason names (a setting, the permissions, a split), then "
+    "`ecom-stream requeue NAME` (or drop the file into landing again)"
+)
+FIX_SPECIAL = (
+    "only regular files are read: write the batch into landing as a regular file "
+    "(`ecom-stream requeue NAME` would bring back the same entry, quarantined again)"
+)
+FIX_LINK = (
+    "links are never followed: copy the file itself into landing "
+    "(`ecom-stream requeue NAME` only removes the link)"
+)
+
+
 def _unread_batch_id(data: bytes | None, path: Path, *extra: str) -> str:
     """The id of a batch recorded for its name or a cause outside its bytes: bytes and name
     (and ``extra``) together, so the same bytes under a fixed name are a new batch."""
@@ -269,7 +292,14 @@ class Pipeline:
             data = None
         batch_id = _unread_batch_id(data, path)
         outcome = self._quarantine_unread(
-            path, kind, data, batch_id, arrival_id_of(batch_id, path), reason, datetime.now(UTC)
+            path,
+            kind,
+            data,
+            batch_id,
+            arrival_id_of(batch_id, path),
+            reason,
+            datetime.now(UTC),
+            fix=FIX_OUTSIDE,
         )
         return self._commit_microbatch([], [outcome])[0]
 
@@ -286,7 +316,12 @@ class Pipeline:
             return None  # moved away since it was listed
         except BatchError as exc:
             return self._unreadable(path, kind, None, exc.reason, received)
-        batch_id = hashlib.sha256(data).hexdigest()
+        # A file quarantined for its name is recorded under its bytes and name together: the
+        # same bytes under a fixed name are a new batch (content alone decides duplicates).
+        if kind.action == "quarantine":
+            batch_id = _unread_batch_id(data, path)
+        else:
+            batch_id = hashlib.sha256(data).hexdigest()
         arrival = arrival_id_of(batch_id, path)
         if arrival in self._arrivals and self._recorded(arrival):
             # Recorded before a crash or stop, but not yet removed from landing.
@@ -306,7 +341,7 @@ class Pipeline:
         seen.add(batch_id)
         if kind.action == "quarantine":
             return self._quarantine_unread(
-                path, kind, data, batch_id, arrival, kind.reason or "", received
+                path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
             )
         try:
             records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
@@ -342,7 +377,18 @@ class Pipeline:
         if arrival in self._arrivals and self._recorded(arrival):
             self._remove_source(path, batch_id, arrival)
             return FileOutcome(display_name(path.name), kind.entity, batch_id, arrival, "recovered")
-        return self._quarantine_unread(path, kind, data, batch_id, arrival, reason, received)
+        fix = (
+            FIX_LINK
+            if path.is_symlink()
+            else FIX_NAME
+            if kind.action == "quarantine"
+            else FIX_OUTSIDE
+            if path.is_file()
+            else FIX_SPECIAL
+        )
+        return self._quarantine_unread(
+            path, kind, data, batch_id, arrival, reason, received, fix=fix
+        )
 
     def _quarantine_unread(
         self,
@@ -353,6 +399,8 @@ class Pipeline:
         arrival: str,
         reason: str,
         received: datetime,
+        *,
+        fix: str = FIX_CONTENT,
     ) -> FileOutcome:
         if data is not None and name_problem(path.name) is None:
             # (A name the lake cannot store is kept in quarantine only, under a safe name:
@@ -371,12 +419,16 @@ class Pipeline:
             source=path,
         )
         self._quarantine_file(
-            outcome, data, {"failed_checks": [{"check": "readable", "observed": reason}]}
+            outcome, data, {"failed_checks": [{"check": "readable", "observed": reason}]}, fix
         )
         return outcome
 
     def _quarantine_file(
-        self, outcome: FileOutcome, data: bytes | None, details: dict[str, Any]
+        self,
+        outcome: FileOutcome,
+        data: bytes | None,
+        details: dict[str, Any],
+        fix: str = FIX_CONTENT,
     ) -> None:
         reason = {
             "file": outcome.name,
@@ -385,8 +437,7 @@ class Pipeline:
             "reason": outcome.reason,
             **details,
             "quarantined_at": datetime.now(UTC).isoformat(),
-            "fix": "fix the file, then `ecom-stream requeue NAME` "
-            "(or drop the fixed file into landing)",
+            "fix": fix,
         }
         assert outcome.source is not None
         # The name exactly as it was in landing (it may not be UTF-8), for `requeue`.

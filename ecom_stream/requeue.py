@@ -15,16 +15,22 @@ from ecom_stream.bookkeeping import FileOutcome, ledger_rows
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError
 from ecom_stream.lake import Lake
+from ecom_stream.read import classify
 
 __all__ = ["requeue"]
 
 
-def requeue(settings: Settings, names: Sequence[str] | None) -> list[tuple[Path, Path]]:
-    """Move the named quarantined files (all when ``names`` is None) back to landing.
+def requeue(
+    settings: Settings, names: Sequence[str] | None, *, as_name: str | None = None
+) -> list[tuple[Path, Path]]:
+    """Move the named quarantined files (all when ``names`` is None) back to landing, the
+    one named file under ``as_name`` when given (a file quarantined for its name).
 
     A ``requeued`` ledger row is written first, so the pipeline does not take the file for a
     duplicate of the batch it quarantined before.
     """
+    if as_name is not None:
+        _check_new_name(settings, as_name)
     lake = Lake(settings.lake_dir)
     available = {p.name: p for p in lake.quarantined_files()}
     if names is None:
@@ -50,12 +56,15 @@ def requeue(settings: Settings, names: Sequence[str] | None) -> list[tuple[Path,
             reason = {}
         plans.append((path, reason_path, reason))
     lake.ensure_tables()
-    _record_requeue(lake, plans)
+    _record_requeue(lake, plans, as_name)
     moved = []
     for path, reason_path, reason in plans:
-        target = settings.landing_dir / _landing_name(path, reason)
-        if target.exists():
-            target = settings.landing_dir / path.name
+        if as_name is not None:
+            target = settings.landing_dir / as_name
+        else:
+            target = settings.landing_dir / _landing_name(path, reason)
+            if os.path.lexists(target):
+                target = settings.landing_dir / path.name
         if path.is_symlink():
             path.unlink()  # a link is never followed, so there is nothing to retry
             reason_path.unlink(missing_ok=True)
@@ -64,6 +73,19 @@ def requeue(settings: Settings, names: Sequence[str] | None) -> list[tuple[Path,
         reason_path.unlink(missing_ok=True)
         moved.append((path, target))
     return moved
+
+
+def _check_new_name(settings: Settings, name: str) -> None:
+    """``--as NEW`` must be a plain batch name not yet in landing."""
+    if os.sep in name or name in (".", ".."):
+        raise ConfigError(f"--as {name!r}: give a file name, not a path")
+    kind = classify(name)
+    if kind.action == "ignore":
+        raise ConfigError(f"--as {name!r}: a temporary name, never read; choose a batch name")
+    if kind.action == "quarantine":
+        raise ConfigError(f"--as {name!r}: {kind.reason}")
+    if os.path.lexists(settings.landing_dir / name):
+        raise ConfigError(f"--as {name!r}: landing already holds a file of that name")
 
 
 def _move(path: Path, target: Path) -> None:
@@ -95,7 +117,9 @@ def _landing_name(path: Path, reason: dict[str, object]) -> str:
     return str(reason.get("file") or path.name)
 
 
-def _record_requeue(lake: Lake, plans: list[tuple[Path, Path, dict[str, object]]]) -> None:
+def _record_requeue(
+    lake: Lake, plans: list[tuple[Path, Path, dict[str, object]]], as_name: str | None
+) -> None:
     now = datetime.now(UTC)
     outcomes = [
         FileOutcome(
@@ -104,7 +128,7 @@ def _record_requeue(lake: Lake, plans: list[tuple[Path, Path, dict[str, object]]
             str(reason.get("batch_id") or ""),
             f"requeue:{now.timestamp()}:{path.name}",
             "requeued",
-            reason="requeued by the user",
+            reason="requeued by the user" + (f" as {as_name}" if as_name else ""),
             received_at=now,
         )
         for path, _, reason in plans

@@ -3,6 +3,7 @@ listed and requeued, and a file quarantined for its name can come back under a f
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 from test_pipeline import order
 
 from ecom_stream.backfill import run_backfill
+from ecom_stream.cli import main
 from ecom_stream.config import Settings
 from ecom_stream.lake import Lake
 from ecom_stream.logs import JsonFormatter
@@ -79,3 +81,47 @@ def test_odd_names_are_quarantined_and_never_stop_the_others(
     )
     # ...and, processed again, they are quarantined again (their name is still wrong).
     assert run_backfill(settings, progress=False).outcomes == {"quarantined": 3}
+
+
+def jsonl(*records: dict[str, object]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def test_a_file_quarantined_for_its_name_comes_back_under_a_fixed_one(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    land = settings.landing_dir
+    data = jsonl(order(1), order(2))
+    (land / "orders-x.txt").write_bytes(data)
+    assert run_backfill(settings, progress=False).outcomes == {"quarantined": 1}
+    reason = json.loads((settings.lake_dir / "quarantine" / "orders-x.txt.reason.json").read_text())
+    assert "unsupported extension" in reason["reason"] and "--as NEW" in reason["fix"]
+    # The hint is true: the same bytes under a fixed name are merged, not a duplicate...
+    (land / "orders-x.jsonl").write_bytes(data)
+    assert run_backfill(settings, progress=False).outcomes == {"merged": 1}
+    orders = Lake(settings.lake_dir).read_pandas("silver_orders")
+    assert sorted(orders["order_id"]) == [1, 2]
+    # ...while the same good bytes again are still a duplicate,
+    (land / "orders-y.jsonl").write_bytes(data)
+    assert run_backfill(settings, progress=False).outcomes == {"duplicate": 1}
+    # and so is a file quarantined for its content, whatever its name.
+    (land / "orders-bad.json").write_text('[{"order_id": 3,]')
+    assert run_backfill(settings, progress=False).outcomes == {"quarantined": 1}
+    (land / "orders-bad-again.json").write_text('[{"order_id": 3,]')
+    assert run_backfill(settings, progress=False).outcomes == {"duplicate": 1}
+
+    # requeue OLD --as NEW, through the command line.
+    (land / "orders-z.csv").write_bytes(jsonl(order(4)))
+    run_backfill(settings, progress=False)
+    base = ["--lake", str(settings.lake_dir), "--landing", str(land)]
+    assert main([*base, "requeue", "orders-z.csv", "--as", "orders-z.txt"]) == 1
+    assert "unsupported extension" in capsys.readouterr().err
+    assert main([*base, "requeue", "orders-z.csv", "orders-bad.json", "--as", "o.json"]) == 2
+    assert main([*base, "requeue", "--all", "--as", "orders-z.jsonl"]) == 2
+    capsys.readouterr()
+    assert main([*base, "requeue", "orders-z.csv", "--as", "orders-z.jsonl"]) == 0
+    assert "orders-z.jsonl" in capsys.readouterr().out
+    assert (land / "orders-z.jsonl").exists() and "orders-z.csv" not in listed(settings)
+    assert run_backfill(settings, progress=False).outcomes == {"merged": 1}
+    orders = Lake(settings.lake_dir).read_pandas("silver_orders")
+    assert sorted(orders["order_id"]) == [1, 2, 4]
