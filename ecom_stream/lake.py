@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -604,17 +606,11 @@ class Lake:
         ``name`` is the file's display name (``read.display_name``); the file is stored under
         ``stored_name(name)``."""
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        target = self.quarantine_dir / self.stored_name(name)
-        if target.exists() or target.is_symlink():
-            same = (
-                data is not None
-                and target.is_file()
-                and not target.is_symlink()
-                and target.read_bytes() == data
-            )
-            if not same:
-                stem, dot, ext = target.name.partition(".")
-                target = self.quarantine_dir / f"{stem}.{str(reason['batch_id'])[:12]}{dot}{ext}"
+        target, other = self._quarantine_targets(name, str(reason["batch_id"]))
+        if os.path.lexists(target) and not _same_entry(target, source, data):
+            target = other
+        reason_path = target.with_name(target.name + ".reason.json")
+        text = json.dumps(dict(reason), indent=2, default=str).encode()
         if source.is_symlink():
             if not target.is_symlink():
                 tmp = target.with_name(f".{target.name}.tmp")
@@ -623,11 +619,39 @@ class Lake:
                 os.replace(tmp, target)
         elif data is not None:
             atomic_write(target, data)
-        atomic_write(
-            target.with_name(target.name + ".reason.json"),
-            json.dumps(dict(reason), indent=2, default=str).encode(),
-        )
+        else:
+            # Not read (too large, unreadable, not a regular file): the reason goes first, so
+            # the file is never in quarantine without it, then the file itself, whole.
+            atomic_write(reason_path, text)
+            if not _same_entry(target, source, None) and not _keep_unread(source, target):
+                left = {
+                    **reason,
+                    "location": str(source),
+                    "fix": "it stays in landing (it could not be moved here): fix the cause "
+                    "the reason names, then rename it in landing to have it read again",
+                }
+                atomic_write(reason_path, json.dumps(left, indent=2, default=str).encode())
+            return target
+        atomic_write(reason_path, text)
         return target
+
+    def _quarantine_targets(self, name: str, batch_id: str) -> tuple[Path, Path]:
+        """Where a file of this display name is stored, and where if another file holds that."""
+        target = self.quarantine_dir / self.stored_name(name)
+        stem, dot, ext = target.name.partition(".")
+        return target, self.quarantine_dir / f"{stem}.{batch_id[:12]}{dot}{ext}"
+
+    def left_in_landing(self, name: str, batch_id: str) -> bool:
+        """Whether the file recorded as quarantined under ``batch_id`` could not be moved into
+        quarantine and stays in landing (its reason file says where)."""
+        for target in self._quarantine_targets(name, batch_id):
+            try:
+                reason = json.loads(target.with_name(target.name + ".reason.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if reason.get("batch_id") == batch_id:
+                return bool(reason.get("location"))
+        return False
 
     def remove_stale_temp_files(self) -> int:
         """Delete the partial files a writer that died (or hit a full disk) left in ``raw/``
@@ -653,14 +677,68 @@ class Lake:
         if not self.quarantine_dir.exists():
             return []
         # Every quarantined entry is listed (a name starting with "_" too); not the reason
-        # files, temporary files (".") or folders (the _records table).
-        return sorted(
-            p
-            for p in self.quarantine_dir.iterdir()
-            if not p.name.endswith(".reason.json")
-            and not p.name.startswith(".")
-            and (p.is_symlink() or not p.is_dir())
-        )
+        # files, temporary files (".") or folders (the _records table). A file that could not
+        # be moved here is listed by its reason file while it is still in landing.
+        found = []
+        for p in self.quarantine_dir.iterdir():
+            if p.name.startswith(".") or (p.is_dir() and not p.is_symlink()):
+                continue
+            if not p.name.endswith(".reason.json"):
+                found.append(p)
+                continue
+            entry = p.with_name(p.name.removesuffix(".reason.json"))
+            if not os.path.lexists(entry):
+                try:
+                    location = json.loads(p.read_text()).get("location")
+                except (OSError, ValueError):
+                    continue
+                if location and os.path.lexists(location):
+                    found.append(entry)
+        return sorted(found)
+
+
+def _same_entry(target: Path, source: Path, data: bytes | None) -> bool:
+    """Whether quarantine's ``target`` already holds this file (a retry after a crash)."""
+    try:
+        st, src = os.lstat(target), os.lstat(source)
+    except OSError:
+        return False
+    if (st.st_dev, st.st_ino) == (src.st_dev, src.st_ino):
+        return True  # a hard link to the very file
+    if data is None or not stat.S_ISREG(st.st_mode) or stat.S_ISLNK(src.st_mode):
+        return False
+    return st.st_size == len(data) and target.read_bytes() == data
+
+
+def _keep_unread(source: Path, target: Path) -> bool:
+    """Put a file that was not read into quarantine whole, never through memory: a hard link
+    (landing's name is removed after the ledger row, like any handled file), else a copy by
+    the kernel (a readable regular file, e.g. one over the size limit, on another disk),
+    else a rename (needs no read permission). False when it must stay in landing."""
+    with contextlib.suppress(OSError):
+        os.link(source, target, follow_symlinks=False)
+        return True
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.lstat(source).st_mode):
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            try:
+                shutil.copyfile(source, tmp, follow_symlinks=False)
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, target)
+                return True
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        logger.warning("cannot move %s into quarantine (%s): it stays in landing", source, exc)
+        return False
+    return True
 
 
 def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:

@@ -63,13 +63,17 @@ LEDGER_VERSIONED = (
 )
 
 
-def arrival_id_of(batch_id: str, path: Path) -> str:
-    """Identifies one arrival of a file (its bytes, name and inode), stable across restarts."""
+def _stamp(path: Path) -> str:
     try:
         st = os.lstat(path)
-        stamp = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
     except OSError:
-        stamp = "gone"
+        return "gone"
+    return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+
+
+def arrival_id_of(batch_id: str, path: Path) -> str:
+    """Identifies one arrival of a file (its bytes, name and inode), stable across restarts."""
+    stamp = _stamp(path)
     # fsencode: a name need not be valid UTF-8 (the same bytes as .encode() for one that is).
     key = f"{batch_id}:".encode() + os.fsencode(path.name) + f":{stamp}".encode()
     return hashlib.sha256(key).hexdigest()[:32]
@@ -372,9 +376,18 @@ class Pipeline:
         self, path: Path, kind: FileKind, data: bytes | None, reason: str, received: datetime
     ) -> FileOutcome:
         target = os.readlink(path) if path.is_symlink() else ""
-        batch_id = _unread_batch_id(data, path, target, reason)
+        # Nothing was read, so the entry's identity (inode, mtime, size) tells two files of
+        # the same name apart: each is kept in quarantine.
+        batch_id = _unread_batch_id(data, path, target, reason, _stamp(path))
         arrival = arrival_id_of(batch_id, path)
-        if arrival in self._arrivals and self._recorded(arrival):
+        # (Requeued since, the same entry is handled again: requeue moves it back whole.)
+        if (
+            arrival in self._arrivals
+            and self._recorded(arrival)
+            and self._already_done(batch_id)
+        ):
+            if self.lake.left_in_landing(display_name(path.name), batch_id):
+                return None  # recorded already; it stays until its cause is fixed
             self._remove_source(path, batch_id, arrival)
             return FileOutcome(display_name(path.name), kind.entity, batch_id, arrival, "recovered")
         fix = (
@@ -444,6 +457,8 @@ class Pipeline:
         reason["name_hex"] = os.fsencode(outcome.source.name).hex()
         target = self.lake.store_quarantined(outcome.source, data, outcome.name, reason)
         outcome.quarantined_as = target.name
+        if data is None and not os.path.lexists(target):
+            outcome.source = None  # it could not be moved into quarantine: it stays in landing
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
     def _commit_microbatch(

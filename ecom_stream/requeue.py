@@ -69,6 +69,12 @@ def requeue(
             path.unlink()  # a link is never followed, so there is nothing to retry
             reason_path.unlink(missing_ok=True)
             continue
+        location = reason.get("location")
+        if not os.path.lexists(path) and location and os.path.lexists(str(location)):
+            # It could not be moved into quarantine: it is in landing already.
+            reason_path.unlink(missing_ok=True)
+            moved.append((path, Path(str(location))))
+            continue
         _move(path, target)
         reason_path.unlink(missing_ok=True)
         moved.append((path, target))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,3 +126,93 @@ def test_a_file_quarantined_for_its_name_comes_back_under_a_fixed_one(
     assert run_backfill(settings, progress=False).outcomes == {"merged": 1}
     orders = Lake(settings.lake_dir).read_pandas("silver_orders")
     assert sorted(orders["order_id"]) == [1, 2, 4]
+
+
+def deny_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The process may not read ``name`` (tests run as root, which reads anything)."""
+    from ecom_stream import read as read_module
+
+    real_open = open
+
+    def guarded(path: object, *args: object, **kwargs: object) -> object:
+        if Path(str(path)).name == name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(read_module, "open", guarded, raising=False)
+
+
+def test_unread_files_are_moved_whole_into_quarantine(
+    settings: Settings, write_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    land = settings.landing_dir
+    small = settings.replace(max_file_bytes=2_000)
+    big = write_batch("orders-big.json", [order(i) for i in range(1, 40)])
+    big_bytes = big.read_bytes()
+    assert len(big_bytes) > 2_000
+    os.mkfifo(land / "orders-pipe.json")  # must never be opened (that would block)
+    locked = write_batch("orders-locked.json", [order(50)])
+    locked_bytes = locked.read_bytes()
+    deny_reading(monkeypatch, "orders-locked.json")
+    write_batch("orders-ok.json", [order(60)])
+    summary = run_backfill(small, progress=False)
+    assert summary.outcomes == {"quarantined": 3, "merged": 1}
+    assert list(land.iterdir()) == []
+    q = settings.lake_dir / "quarantine"
+    assert (q / "orders-big.json").read_bytes() == big_bytes
+    assert (q / "orders-locked.json").read_bytes() == locked_bytes
+    assert stat.S_ISFIFO(os.lstat(q / "orders-pipe.json").st_mode)
+    reasons = listed(settings)
+    assert "larger than the limit" in reasons["orders-big.json"]
+    assert "Permission denied" in reasons["orders-locked.json"]
+    assert "not a regular file" in reasons["orders-pipe.json"]
+    fixes = {
+        n: json.loads((q / f"{n}.reason.json").read_text())["fix"]
+        for n in ("orders-big.json", "orders-pipe.json")
+    }
+    assert "requeue NAME" in fixes["orders-big.json"]
+    assert "regular file" in fixes["orders-pipe.json"]
+
+    # The causes are outside the bytes: once fixed, requeue brings them back and they merge.
+    monkeypatch.undo()
+    requeue(settings, ["orders-big.json", "orders-locked.json", "orders-pipe.json"])
+    assert sorted(p.name for p in land.iterdir()) == [
+        "orders-big.json", "orders-locked.json", "orders-pipe.json"
+    ]
+    summary = run_backfill(settings, progress=False)
+    assert summary.outcomes == {"merged": 2, "quarantined": 1}  # the pipe is still a pipe
+    ids = Lake(settings.lake_dir).read_pandas("silver_orders")["order_id"]
+    assert sorted(ids) == [*range(1, 40), 50, 60]
+
+
+def test_a_file_that_cannot_be_moved_stays_in_landing_and_is_listed(
+    settings: Settings, write_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import shutil
+
+    locked = write_batch("orders-locked.json", [order(1)])
+    deny_reading(monkeypatch, "orders-locked.json")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    # No hard link, no copy (it cannot be read): a rename still moves it whole.
+    monkeypatch.setattr(os, "link", refuse)
+    monkeypatch.setattr(shutil, "copyfile", refuse)
+    assert run_backfill(settings, progress=False).outcomes == {"quarantined": 1}
+    assert not locked.exists()
+    stored = settings.lake_dir / "quarantine" / "orders-locked.json"
+    assert stored.read_bytes() == json.dumps([order(1)]).encode()
+
+    # Another disk, and no rename either: it stays where it is, listed with its reason,
+    # and later passes leave it alone instead of recording it again.
+    second = write_batch("orders-locked2.json", [order(2)])
+    deny_reading(monkeypatch, "orders-locked2.json")
+    monkeypatch.setattr(os, "rename", refuse)
+    assert run_backfill(settings, progress=False).outcomes == {"quarantined": 1}
+    assert second.exists()
+    assert "Permission denied" in listed(settings)["orders-locked2.json"]
+    assert run_backfill(settings, progress=False).outcomes == {}
+    assert second.exists()
+    assert [o for _, o in outcomes(settings)] == ["quarantined", "quarantined"]
