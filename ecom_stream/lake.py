@@ -628,7 +628,7 @@ class Lake:
                     **reason,
                     "location": str(source),
                     "fix": "it stays in landing (it could not be moved here): fix the cause "
-                    "the reason names, then rename it in landing to have it read again",
+                    "the reason names; the file is then read by the next scan of landing",
                 }
                 atomic_write(reason_path, json.dumps(left, indent=2, default=str).encode())
             return target
