@@ -173,7 +173,16 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
             "symbolic link: links are never followed; copy the file itself instead"
         )
     if not stat.S_ISREG(st.st_mode):
-        raise BatchReadError("not a regular file")
+        what = (
+            "a named pipe (FIFO)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+        )
+        raise BatchReadError(
+            f"not a regular file but {what}: it is never opened; write the batch as a file"
+        )
     if st.st_size > max_bytes:
         raise BatchReadError(
             f"file is {st.st_size:,} bytes, larger than the limit of {max_bytes:,} "
