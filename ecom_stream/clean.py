@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import operator
@@ -33,6 +34,7 @@ __all__ = [
     "records_frame",
     "removed_lines",
     "row_rules",
+    "title_case",
     "typed_view",
 ]
 
@@ -241,12 +243,12 @@ def newest_per_key(df: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def clean_products(typed: pd.DataFrame) -> pd.DataFrame:
     """Silver products from accepted typed rows (rejected rows already removed)."""
-    category = typed["category"].map(_title, na_action="ignore")
+    category = typed["category"].map(title_case, na_action="ignore")
     price = typed["price"].astype("float64")
     return pd.DataFrame(
         {
             "product_id": typed["product_id"].astype("int64"),
-            "name": typed["name"].map(_title, na_action="ignore").astype(object),
+            "name": typed["name"].map(title_case, na_action="ignore").astype(object),
             "category": category.where(
                 category.notna() & (category != ""), UNKNOWN_CATEGORY
             ).astype(object),
@@ -262,8 +264,24 @@ def clean_products(typed: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _title(text: str) -> str:
-    return " ".join(text.split()).title()
+# A word: letters and digits, apostrophes inside it included ("children's", "o'neil").
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def title_case(text: str) -> str:
+    """White space collapsed, each word's first character upper case and the rest lower.
+
+    Unlike ``str.title`` an apostrophe does not start a word ("Children's", not
+    "Children'S") and neither does a digit, so letters after digits stay lower case
+    ("3d Printer", "2nd-Gen"). The one title-casing of names and categories, used by
+    validation and cleaning alike; cached, since names and categories repeat across rows.
+    """
+    return _WORD.sub(_capitalised, " ".join(text.split()))
+
+
+def _capitalised(match: re.Match[str]) -> str:
+    return match.group(0).capitalize()
 
 
 def price_tier(price: pd.Series) -> pd.Series:

@@ -229,7 +229,7 @@ def _gx_frame(entity: str, typed: pd.DataFrame) -> pd.DataFrame:
             "price": typed["price"].to_numpy(dtype=np.float64),
             "stock_valid": typed["stock_valid"].to_numpy(dtype=bool),
             "rating": typed["rating"].to_numpy(dtype=np.float64),
-            "category_clean": _normalise(typed["category"], _title_case),
+            "category_clean": _normalise(typed["category"], clean.title_case),
         }
     else:
         cols = {
@@ -249,10 +249,6 @@ def _naive_utc(values: pd.Series) -> np.ndarray:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     return values.to_numpy(dtype="datetime64[us]")
-
-
-def _title_case(text: str) -> str:
-    return " ".join(text.split()).title()
 
 
 def _normalise(values: pd.Series, fn: Callable[[str], str]) -> np.ndarray:

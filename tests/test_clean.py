@@ -252,3 +252,30 @@ def test_dates_and_months_are_utc_and_keep_nulls() -> None:
         None,
     ]
     assert clean._months(times).tolist() == ["2026-01", "2025-11", None]
+
+
+@pytest.mark.parametrize(
+    ("raw", "titled"),
+    [
+        ("Folio Children's Book", "Folio Children's Book"),
+        ("folio CHILDREN\u2019S book", "Folio Children\u2019s Book"),
+        ("3d printer", "3d Printer"),
+        ("usb-c 2nd-gen  cable", "Usb-C 2nd-Gen Cable"),
+        ("  acme   PHONE ", "Acme Phone"),
+        ("rock 'n' roll", "Rock 'N' Roll"),
+        ("\u00e9cole caf\u00e9", "\u00c9cole Caf\u00e9"),
+        ("", ""),
+    ],
+)
+def test_title_case_keeps_apostrophes_and_digits(raw: str, titled: str) -> None:
+    assert clean.title_case(raw) == titled
+
+
+def test_one_title_case_for_validation_and_cleaning() -> None:
+    from ecom_stream import validate
+
+    assert not hasattr(validate, "_title_case")  # validation uses clean.title_case
+    t = typed("products", product(name="folio children's book", category="children's"))
+    out = clean.clean_products(t)
+    assert out["name"].tolist() == ["Folio Children's Book"]
+    assert out["category"].tolist() == ["Children's"]
