@@ -150,3 +150,26 @@ def test_bounds_are_settings(settings: Settings, write_batch: Callable[..., Path
     }
     daily = Lake(strict.lake_dir).read_pandas("daily_revenue")
     assert isinstance(daily, pd.DataFrame) and len(daily) == 2  # Books and All, one day
+
+
+def test_far_dates_already_in_silver_keep_gold_bounded(
+    settings: Settings, write_batch: Callable[..., Path]
+) -> None:
+    """Silver written before the date window (here: the rule set to warn) may hold orders of
+    year 1 and year 9999: gold's work and rows stay bounded by the days holding data."""
+    lax = settings.replace(
+        policies={**settings.policies, "orders_created_at_in_window": "warn"}
+    )
+    write_batch("products-1.json", [product(1)])
+    write_batch("orders-1.json", [
+        order(1, created_at="0001-01-01T00:00:00"),
+        order(2, created_at="9999-12-31T23:59:59"),
+    ])
+    assert run_backfill(lax, progress=False).outcomes == {"merged": 2}
+    write_batch("orders-2.json", [order(3, created_at="2025-06-01T00:00:00")])
+    assert run_backfill(lax, progress=False).outcomes == {"merged": 1}
+    lake = Lake(settings.lake_dir)
+    anomalies = lake.read_pandas("revenue_anomalies")
+    assert len(anomalies) == 2 * 3 * 31 - 2 * 30  # All and Books; the newest run is one day
+    daily = lake.read_pandas("daily_revenue")
+    assert len(daily) == 6
