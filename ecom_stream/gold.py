@@ -419,12 +419,6 @@ def anomalies(
         cents = daily["revenue_cents"].to_numpy(dtype=np.int64)
     else:
         cents = np.rint(daily["revenue"].to_numpy(dtype=np.float64) * 100).astype(np.int64)
-    if len(cents) and float(np.abs(cents).max()) * window >= _SAFE:
-        worst = int(np.argmax(np.abs(cents)))
-        raise GoldConsistencyError(
-            f"daily revenue of {_date(days[worst])} ({int(cents[worst])} cents) is too large "
-            f"to sum over a {window}-day window in int64; gold refuses to wrap around"
-        )
     firsts = dict(first_dates) if first_dates is not None else _first_days(days, cat_col)
     firsts = {str(c): d if isinstance(d, int) else _day(d) for c, d in firsts.items()}
     if newest is not None:
@@ -448,10 +442,17 @@ def anomalies(
     rows = pd.Categorical(cat_col, categories=cats).codes.astype(np.int64)
     if len(days) and ((days < first[rows]) | (days > top)).any():
         raise ValueError("daily has rows before their category's first date or after newest")
-    if len(np.unique(rows * (top + 1 - int(first.min())) + (days - int(first.min())))) != len(
-        days
-    ):
+    # Only the rows that can reach the output days (a slice's cost stays the slice's).
+    near = (days >= lo - window) & (days <= hi)
+    days, rows, cents = days[near], rows[near], cents[near]
+    if len(np.unique(rows * (hi + 1 - (lo - window)) + (days - (lo - window)))) != len(days):
         raise ValueError("daily has duplicate (order_date, category) rows")
+    if len(cents) and float(np.abs(cents).max()) * window >= _SAFE:
+        worst = int(np.argmax(np.abs(cents)))
+        raise GoldConsistencyError(
+            f"daily revenue of {_date(days[worst])} ({int(cents[worst])} cents) is too large "
+            f"to sum over a {window}-day window in int64; gold refuses to wrap around"
+        )
     order = np.argsort(days, kind="stable")
     days, rows, cents = days[order], rows[order], cents[order]
     scorer = _Scorer(days, rows, cents, first, window, min_history, threshold)
