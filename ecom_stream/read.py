@@ -209,8 +209,8 @@ def _loads(text: str) -> Any:
     with the standard parser, which accepts what orjson cannot hold (see ``_slow_loads``)."""
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return _slow_loads(text)
+    except orjson.JSONDecodeError as exc:
+        return _slow_loads(text, exc.pos)
 
 
 # A JSON string, or a bare NaN/Infinity token outside strings (group 1).
@@ -242,7 +242,7 @@ def _big_float(literal: str) -> float | str:
     return value if math.isfinite(value) else literal
 
 
-def _slow_loads(text: str) -> Any:
+def _slow_loads(text: str, fast_pos: int = 0) -> Any:
     """The standard parser with hooks: numbers of any size parse (RFC 8259 sets no range),
     bare NaN/Infinity and lone surrogates are refused like orjson does, and every error
     names the real line and column (orjson's first error may be a number we accept)."""
@@ -259,7 +259,8 @@ def _slow_loads(text: str) -> Any:
             "write null for a missing number)", text, pos,
         ) from None
     except RecursionError:
-        raise json.JSONDecodeError("nested too deeply to parse", text, 0) from None
+        # orjson stopped at its depth limit there, where the standard parser gave up too.
+        raise json.JSONDecodeError("nested too deeply to parse", text, fast_pos) from None
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

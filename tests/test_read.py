@@ -190,3 +190,9 @@ def test_big_numbers_are_valid_json_and_parse() -> None:
 def test_fallback_still_refuses_lone_surrogates() -> None:
     with pytest.raises(BatchReadError, match=r"line 2, column 8: .*surrogate"):
         parse_records(b'[{"a": 1e400},\n {"b": "\\ud800"}]', "array", max_depth=32)
+
+
+def test_too_deep_to_parse_names_a_position() -> None:
+    data = b'[{"a": 1},\n {"b": ' + b"[" * 3000 + b"]" * 3000 + b"}]"
+    with pytest.raises(BatchReadError, match=r"line 2, column \d+: nested too deeply"):
+        parse_records(data, "array", max_depth=32)
