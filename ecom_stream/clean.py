@@ -91,9 +91,9 @@ def typed_view(
     the ``*_in_bounds`` / ``*_valid`` flags of the contract's bounds (from ``settings``).
 
     ``received_at`` is the received time of each file (indexed by ``_file``; default now):
-    an order may be created at most ``max_days_ahead`` after its file was received. The
-    time is the file's first arrival, kept in its raw copy, so a replay or a rebuild judges
-    every row exactly as the first run did.
+    an order may be created at most ``max_days_ahead`` after its file was received. Not the
+    clock of the run: ``rebuild`` passes the time kept with the raw copy, so it judges every
+    row as the first run did.
     """
     bounds = settings if settings is not None else Settings()
     out = pd.DataFrame(
