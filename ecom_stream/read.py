@@ -98,7 +98,12 @@ def canonical_json(record: dict[str, Any]) -> bytes:
     orjson does this about five times faster than ``json.dumps(sort_keys=True)``, and hashing
     every row is on the hot path of a backfill.
     """
-    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits (the parser never makes one; a caller may)
+        return json.dumps(
+            record, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
 
 
 def row_hash(record: dict[str, Any]) -> str:
@@ -110,7 +115,10 @@ def row_hashes(records: Sequence[dict[str, Any]]) -> list[str]:
     """``row_hash`` of every record: SHA-256 of ``canonical_json``, inlined (no Python call
     per row: hashing every row is on the hot path of a backfill)."""
     dumps, sort_keys, sha256 = orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
-    return [sha256(dumps(r, option=sort_keys)).hexdigest() for r in records]
+    try:
+        return [sha256(dumps(r, option=sort_keys)).hexdigest() for r in records]
+    except TypeError:
+        return [sha256(canonical_json(r)).hexdigest() for r in records]
 
 
 def read_bytes(path: Path, max_bytes: int) -> bytes:

@@ -196,3 +196,10 @@ def test_too_deep_to_parse_names_a_position() -> None:
     data = b'[{"a": 1},\n {"b": ' + b"[" * 3000 + b"]" * 3000 + b"}]"
     with pytest.raises(BatchReadError, match=r"line 2, column \d+: nested too deeply"):
         parse_records(data, "array", max_depth=32)
+
+
+def test_row_hash_of_integers_beyond_64_bits_is_deterministic() -> None:
+    a = {"order_id": 2**70, "total": 1.5}
+    assert row_hash(a) == row_hash({"total": 1.5, "order_id": 2**70})
+    assert row_hash(a) != row_hash({**a, "order_id": 2**70 + 1})
+    assert canonical_json(a) == b'{"order_id":1180591620717411303424,"total":1.5}'
