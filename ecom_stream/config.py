@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import date
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -25,6 +26,7 @@ def default_policies() -> dict[str, str]:
         "products_price_missing_share": "quarantine-batch",
         "products_product_id_valid_key": "drop-row",
         "products_price_positive": "drop-row",
+        "products_price_below_max": "drop-row",
         "products_stock_non_negative_integer": "drop-row",
         "products_rating_between_1_and_5": "warn",
         "products_category_known": "warn",
@@ -34,8 +36,11 @@ def default_policies() -> dict[str, str]:
         "orders_order_id_valid_key": "drop-row",
         "orders_customer_id_present": "drop-row",
         "orders_total_non_negative": "drop-row",
+        "orders_total_below_max": "drop-row",
         "orders_lines_well_formed": "drop-row",
+        "orders_quantities_below_max": "drop-row",
         "orders_created_at_parseable": "drop-row",
+        "orders_created_at_in_window": "drop-row",
         "orders_status_known": "warn",
         "orders_updated_after_created": "warn",
     }
@@ -64,6 +69,18 @@ class Settings:
     """A product batch with a larger share of missing/unparseable prices is quarantined."""
     total_missing_gate: float = 0.10
     """An order batch with a larger share of missing/unparseable totals is quarantined."""
+    max_price: float = 1e12
+    """A product price must be below this (else the row is rejected); so must be finite."""
+    max_total: float = 1e12
+    """An order total must be below this (else the row is rejected): gold sums in int64 cents."""
+    max_quantity: int = 1_000_000
+    """Every quantity of an order must be below this (else the row is rejected)."""
+    max_stock: int = 1_000_000_000
+    """A product's stock must be below this (else the row is rejected)."""
+    earliest_order_date: str = "2000-01-01"
+    """Orders created (UTC) before this ISO date are rejected: gold's series start there."""
+    max_days_ahead: float = 1.0
+    """Orders created more than this many days after their file was received are rejected."""
     price_change_factor: float = 3.0
     """A product update changing the price by more than this factor is a quality warning."""
     policies: Mapping[str, str] = field(default_factory=default_policies)
@@ -119,6 +136,18 @@ class Settings:
         for name in ("price_missing_gate", "total_missing_gate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1")
+        for name in ("max_price", "max_total", "max_quantity", "max_stock"):
+            if not 0 < getattr(self, name) < 2**53:
+                raise ConfigError(f"{name} must be a positive number below 2**53")
+        if not 0 <= self.max_days_ahead <= 36_500:
+            raise ConfigError("max_days_ahead must be between 0 and 36500")
+        try:
+            date.fromisoformat(self.earliest_order_date)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"earliest_order_date={self.earliest_order_date!r} is not an ISO date "
+                "(YYYY-MM-DD)"
+            ) from None
         if self.microbatch_max_files < 1 or self.microbatch_max_rows < 1:
             raise ConfigError("micro-batch limits must be at least 1")
         if (

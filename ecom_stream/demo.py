@@ -117,7 +117,10 @@ def _spawn(command: str, *args: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "ecom_stream", command, *args]
     package_root = str(Path(ecom_stream.__file__).resolve().parent.parent)
     path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    # The simulated days (one a batch from 2026-01-01) outrun the calendar: lift the
+    # contract's "created at most a day after receipt" bound unless the user set it.
+    env = {"ECOM_MAX_DAYS_AHEAD": "36500", **os.environ,
+           "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     logger.debug("started %s (pid %d): %s", command, proc.pid, " ".join(cmd))
     return proc

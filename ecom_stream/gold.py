@@ -169,6 +169,13 @@ def daily_revenue(
     total = orders["total"].to_numpy(dtype=np.float64)[o_order]
     if not np.isfinite(total[kept]).all():
         raise GoldConsistencyError("order without a total")
+    too_big = kept & ~(np.abs(total) * 100 < _SAFE)
+    if too_big.any():
+        first = int(np.flatnonzero(too_big)[0])
+        raise GoldConsistencyError(
+            f"order {int(oid[first])} of {_date(o_day[first])} has a total of "
+            f"{total[first]:g}, too large for exact cents in int64"
+        )
     cents = np.where(kept, np.rint(np.where(kept, total, 0.0) * 100), 0).astype(np.int64)
 
     # Lines: attach each to its order (no join that could multiply rows).
@@ -210,6 +217,11 @@ def daily_revenue(
             raise GoldConsistencyError("order lines disagree with n_items")
     if l_day is not None and (l_day[l_order] != day[seg]).any():
         raise GoldConsistencyError("order line order_date differs from its order's")
+
+    # Sums never wrap: every later sum (per order, per day, per category) is bounded by
+    # these per-day sums of magnitudes.
+    _check_day_sums(day, tot, "revenue in cents")
+    _check_day_sums(day[seg], qty, "units")
 
     # Products: price and category of each line.
     cat_names, line_cat, price_cents, priced = _line_products(products, pid)
@@ -260,6 +272,22 @@ def daily_revenue(
     out.insert(0, "order_date", _dates(out["_day"].to_numpy()))
     out.insert(2, "revenue", out["revenue_cents"].to_numpy() / 100)
     return out.drop(columns="_day")[list(DAILY_COLUMNS)]
+
+
+def _check_day_sums(days: np.ndarray, values: np.ndarray, what: str) -> None:
+    """Raise ``GoldConsistencyError`` naming the day when a day's sum of ``|values|`` could
+    leave int64 (summed in float64 first; one pass when the whole sum is small)."""
+    mag = np.abs(values.astype(np.float64))
+    if float(mag.sum()) < _SAFE:
+        return
+    u_days, inverse = np.unique(days, return_inverse=True)
+    sums = np.bincount(inverse.reshape(-1), weights=mag, minlength=len(u_days))
+    bad = np.flatnonzero(sums >= _SAFE)
+    if len(bad):
+        raise GoldConsistencyError(
+            f"{what} of {_date(u_days[bad[0]])} add up to about {sums[bad[0]]:.3g}, "
+            "beyond what int64 holds exactly; gold refuses to wrap around"
+        )
 
 
 def _line_products(
@@ -411,58 +439,118 @@ def anomalies(
     if lo > hi:
         return _empty_anomalies()
 
-    # Dense grid: categories x days [g0 - window, hi]; column j + window is day g0 + j.
-    g0 = max(int(first.min()), lo - window)
-    n = hi - g0 + 1
-    grid = np.zeros((len(cats), n + window), np.int64)
     rows = pd.Categorical(cat_col, categories=cats).codes.astype(np.int64)
     if len(days) and ((days < first[rows]) | (days > top)).any():
         raise ValueError("daily has rows before their category's first date or after newest")
-    inside = (days >= g0) & (days <= hi)
-    cols = days[inside] - g0 + window
-    flat = rows[inside] * grid.shape[1] + cols
-    if len(np.unique(flat)) != len(flat):
+    # Only the rows that can reach the output days (a slice's cost stays the slice's).
+    near = (days >= lo - window) & (days <= hi)
+    days, rows, cents = days[near], rows[near], cents[near]
+    if len(np.unique(rows * (hi + 1 - (lo - window)) + (days - (lo - window)))) != len(days):
         raise ValueError("daily has duplicate (order_date, category) rows")
-    grid.ravel()[flat] = cents[inside]
-    col_days = np.arange(g0 - window, hi + 1, dtype=np.int64)
-    valid = col_days[None, :] >= first[:, None]
-
-    # Windows of the output days only: days lo..hi are grid columns lo-g0+window ...
-    j0 = lo - g0
-    win = sliding_window_view(grid, window, axis=1)[:, j0 : j0 + hi - lo + 1]
-    win_ok = sliding_window_view(valid, window, axis=1)[:, j0 : j0 + hi - lo + 1]
-    x = grid[:, window + j0 : window + j0 + hi - lo + 1]
-    exists = valid[:, window + j0 : window + j0 + hi - lo + 1]
-    count = win_ok.sum(axis=-1)
-    sums = np.where(win_ok, win, 0).sum(axis=-1)  # exact int64, order-free
-    scored = exists & (count >= min_history)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(scored, sums / np.maximum(count, 1), np.nan)
-        # Sum of squared deviations in a fixed order (window position 0..window-1): the
-        # result depends only on the day's own window, never on where the grid starts.
-        acc = np.zeros(mean.shape, np.float64)
-        for k in range(window):
-            dev = np.where(win_ok[..., k], win[..., k] - mean, 0.0)
-            acc += dev * dev
-        std = np.where(scored & (count >= 2), np.sqrt(acc / np.maximum(count - 1, 1)), np.nan)
-        diff = x - mean
-        usable = scored & (std > 0)
-        z = np.where(usable, diff / np.where(usable, std, 1.0), np.nan)
-        flag = usable & (np.abs(diff) > threshold * np.where(usable, std, 0.0))
-
-    di, ci = np.nonzero(exists.T)  # day-major: sorted by order_date, then category name
-    out = pd.DataFrame(
+    if len(cents) and float(np.abs(cents).max()) * window >= _SAFE:
+        worst = int(np.argmax(np.abs(cents)))
+        raise GoldConsistencyError(
+            f"daily revenue of {_date(days[worst])} ({int(cents[worst])} cents) is too large "
+            f"to sum over a {window}-day window in int64; gold refuses to wrap around"
+        )
+    order = np.argsort(days, kind="stable")
+    days, rows, cents = days[order], rows[order], cents[order]
+    scorer = _Scorer(days, rows, cents, first, window, min_history, threshold)
+    parts = [scorer.score(a, b) for a, b in _live_spans(days, window, lo, hi)]
+    if not parts:
+        return _empty_anomalies()
+    di = np.concatenate([p[0] for p in parts])
+    ci = np.concatenate([p[1] for p in parts])
+    stats = [np.concatenate([p[2][k] for p in parts]) for k in range(5)]
+    return pd.DataFrame(
         {
-            "order_date": _dates(lo + di),
+            "order_date": _dates(di),
             "category": pd.Series(np.array(cats, dtype=object)[ci], dtype=str),
-            "revenue": x[ci, di] / 100,
-            "rolling_mean": mean[ci, di] / 100,
-            "rolling_std": std[ci, di] / 100,
-            "z_score": z[ci, di],
-            "is_anomaly": flag[ci, di].astype(bool),
+            "revenue": stats[0] / 100,
+            "rolling_mean": stats[1] / 100,
+            "rolling_std": stats[2] / 100,
+            "z_score": stats[3],
+            "is_anomaly": stats[4].astype(bool),
         }
     )
-    return out
+
+
+def _live_spans(days: np.ndarray, window: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The runs of days in [lo, hi] that have a day holding data (``days``, sorted) among
+    themselves and the ``window`` days before them.
+
+    Any other day is 0 and so is its whole window: it would only ever be stored as an
+    unflagged zero row, so it is left out. This bounds gold by the days that hold data
+    (at most ``window + 1`` rows per category per such day), however far apart two dates
+    are (an order of year 1 and one of year 9999 in silver).
+    """
+    d = np.unique(days)
+    if not len(d):
+        return []
+    breaks = np.flatnonzero(d[1:] > d[:-1] + window + 1) + 1
+    starts = d[np.r_[0, breaks]]
+    ends = d[np.r_[breaks - 1, len(d) - 1]] + window
+    return [
+        (max(int(a), lo), min(int(b), hi))
+        for a, b in zip(starts, ends, strict=True)
+        if max(int(a), lo) <= min(int(b), hi)
+    ]
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """Scores runs of days of every category (rows sorted by day)."""
+
+    days: np.ndarray
+    rows: np.ndarray
+    cents: np.ndarray
+    first: np.ndarray
+    window: int
+    min_history: int
+    threshold: float
+
+    def score(
+        self, lo: int, hi: int
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+        """Days, category codes and (revenue, mean, std, z, flag) of days lo..hi, day-major."""
+        window, first = self.window, self.first
+        # Dense grid: categories x days [g0 - window, hi]; column j + window is day g0 + j.
+        g0 = max(int(first.min()), lo - window)
+        n = hi - g0 + 1
+        grid = np.zeros((len(first), n + window), np.int64)
+        i, j = np.searchsorted(self.days, [g0, hi + 1])
+        flat = self.rows[i:j] * grid.shape[1] + (self.days[i:j] - g0 + window)
+        grid.ravel()[flat] = self.cents[i:j]
+        col_days = np.arange(g0 - window, hi + 1, dtype=np.int64)
+        valid = col_days[None, :] >= first[:, None]
+
+        # Windows of the output days only: days lo..hi are grid columns lo-g0+window ...
+        j0 = lo - g0
+        win = sliding_window_view(grid, window, axis=1)[:, j0 : j0 + hi - lo + 1]
+        win_ok = sliding_window_view(valid, window, axis=1)[:, j0 : j0 + hi - lo + 1]
+        x = grid[:, window + j0 : window + j0 + hi - lo + 1]
+        exists = valid[:, window + j0 : window + j0 + hi - lo + 1]
+        count = win_ok.sum(axis=-1)
+        sums = np.where(win_ok, win, 0).sum(axis=-1)  # exact int64, order-free
+        scored = exists & (count >= self.min_history)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(scored, sums / np.maximum(count, 1), np.nan)
+            # Sum of squared deviations in a fixed order (window position 0..window-1): the
+            # result depends only on the day's own window, never on where the grid starts.
+            acc = np.zeros(mean.shape, np.float64)
+            for k in range(window):
+                dev = np.where(win_ok[..., k], win[..., k] - mean, 0.0)
+                acc += dev * dev
+            std = np.where(
+                scored & (count >= 2), np.sqrt(acc / np.maximum(count - 1, 1)), np.nan
+            )
+            diff = x - mean
+            usable = scored & (std > 0)
+            z = np.where(usable, diff / np.where(usable, std, 1.0), np.nan)
+            flag = usable & (np.abs(diff) > self.threshold * np.where(usable, std, 0.0))
+
+        di, ci = np.nonzero(exists.T)  # day-major: sorted by order_date, then category name
+        return lo + di, ci, (x[ci, di], mean[ci, di], std[ci, di], z[ci, di], flag[ci, di])
 
 
 def _first_days(days: np.ndarray, cats: np.ndarray) -> dict[str, int]:

@@ -142,7 +142,8 @@ def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX
 
 def months_literal(dates: Iterable[date]) -> str:
     """``'2026-01', '2026-02'``: the month partitions holding ``dates``."""
-    return ", ".join(f"'{m}'" for m in sorted({d.strftime("%Y-%m") for d in dates}))
+    # Not strftime: glibc writes year 1 as "1", silver's partitions as "0001".
+    return ", ".join(f"'{m}'" for m in sorted({f"{d.year:04d}-{d.month:02d}" for d in dates}))
 
 
 def _upgraded(dt: DeltaTable, spec: TableSpec) -> DeltaTable:

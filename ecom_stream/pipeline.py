@@ -512,7 +512,7 @@ class Pipeline:
         key = S.KEYS[entity]
         t0 = time.perf_counter()
         raw = clean.records_frame(entity, [g.records for g in group])
-        typed = clean.typed_view(entity, raw)
+        typed = clean.typed_view(entity, raw, self.settings, [g.received_at for g in group])
         present = [set().union(*map(dict.keys, g.records)) for g in group]
         reports = self.validator.validate(entity, typed, present)
         self._freeze_gc()

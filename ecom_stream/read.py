@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import stat
 import unicodedata
 from collections.abc import Sequence
@@ -138,7 +140,12 @@ def canonical_json(record: dict[str, Any]) -> bytes:
     orjson does this about five times faster than ``json.dumps(sort_keys=True)``, and hashing
     every row is on the hot path of a backfill.
     """
-    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits (the parser never makes one; a caller may)
+        return json.dumps(
+            record, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
 
 
 def row_hash(record: dict[str, Any]) -> str:
@@ -150,7 +157,10 @@ def row_hashes(records: Sequence[dict[str, Any]]) -> list[str]:
     """``row_hash`` of every record: SHA-256 of ``canonical_json``, inlined (no Python call
     per row: hashing every row is on the hot path of a backfill)."""
     dumps, sort_keys, sha256 = orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
-    return [sha256(dumps(r, option=sort_keys)).hexdigest() for r in records]
+    try:
+        return [sha256(dumps(r, option=sort_keys)).hexdigest() for r in records]
+    except TypeError:
+        return [sha256(canonical_json(r)).hexdigest() for r in records]
 
 
 def read_bytes(path: Path, max_bytes: int) -> bytes:
@@ -214,7 +224,7 @@ def parse_records(data: bytes, fmt: str, max_depth: int) -> list[dict[str, Any]]
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise BatchReadError(
-                f"element {i} is a {_json_type(rec)}, not an object: a batch is an array of objects"
+                f"element {i} is {_json_type(rec)}, not an object: a batch is an array of objects"
             )
     # The file's nesting is the deepest record's (plus one for an array): only a file that
     # may hold a too deep record pays for the per-record walk that names it.
@@ -255,20 +265,81 @@ def read_batch(path: Path, kind: FileKind, *, max_bytes: int, max_depth: int) ->
 
 
 def _loads(text: str) -> Any:
-    """Parse with orjson (about twice as fast); on an error, ask the standard parser for the
-    line and column, since a person has to find the mistake."""
+    """Parse with orjson (about twice as fast); only when it refuses the text, parse again
+    with the standard parser, which accepts what orjson cannot hold (see ``_slow_loads``)."""
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
+    except orjson.JSONDecodeError as exc:
+        return _slow_loads(text, exc.pos)
+
+
+# A JSON string, or a bare NaN/Infinity token outside strings (group 1).
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
+
+
+class _Constant(Exception):
+    """A bare NaN/Infinity token: not JSON (raised from the standard parser's hook)."""
+
+
+def _constant(token: str) -> Any:
+    raise _Constant(token)
+
+
+def _big_int(literal: str) -> int | float | str:
+    """Integers as orjson reads them (int64 .. uint64 as int, beyond that a float), so a
+    value reads the same whichever parser read its file; beyond double range the literal."""
+    if len(literal) <= 20:
+        value = int(literal)
+        if -(2**63) <= value < 2**64:
+            return value
+    return _big_float(literal)
+
+
+def _big_float(literal: str) -> float | str:
+    """A float, or the literal's text when it is beyond double range (orjson refuses it):
+    a plain-number string to the cleaning rules, so the row, not the file, is rejected."""
+    value = float(literal)
+    return value if math.isfinite(value) else literal
+
+
+def _slow_loads(text: str, fast_pos: int = 0) -> Any:
+    """The standard parser with hooks: numbers of any size parse (RFC 8259 sets no range),
+    bare NaN/Infinity and lone surrogates are refused like orjson does, and every error
+    names the real line and column (orjson's first error may be a number we accept)."""
     try:
-        json.loads(text)
+        value = json.loads(
+            text, parse_int=_big_int, parse_float=_big_float, parse_constant=_constant
+        )
     except json.JSONDecodeError:
         raise
+    except _Constant as exc:
+        pos = next((m.start(1) for m in _TOKENS.finditer(text) if m.group(1)), 0)
+        raise json.JSONDecodeError(
+            f"NaN or Infinity is not valid JSON (found {exc.args[0]}; "
+            "write null for a missing number)", text, pos,
+        ) from None
     except RecursionError:
-        raise json.JSONDecodeError("nested too deeply to parse", text, 0) from None
-    # The standard parser accepts NaN and Infinity; JSON (and orjson) does not.
-    raise json.JSONDecodeError("NaN or Infinity is not valid JSON", text, 0)
+        # orjson stopped at its depth limit there, where the standard parser gave up too.
+        raise json.JSONDecodeError("nested too deeply to parse", text, fast_pos) from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise json.JSONDecodeError(
+            "a string holds a lone surrogate escape (\\ud800-\\udfff without its pair): "
+            "not valid Unicode", text, _surrogate_position(text),
+        ) from None
+    return value
+
+
+def _surrogate_position(text: str) -> int:
+    """Start of the first string token holding a lone surrogate (0 if none is found)."""
+    for m in _TOKENS.finditer(text):
+        if m.group(1) is None:
+            try:
+                json.loads(m.group(0)).encode("utf-8")
+            except UnicodeEncodeError:
+                return m.start()
+    return 0
 
 
 def _parse_array(text: str) -> list[Any]:
@@ -280,7 +351,7 @@ def _parse_array(text: str) -> list[Any]:
         ) from None
     if not isinstance(value, list):
         raise BatchReadError(
-            f"top level is a {_json_type(value)}, not an array: write [ {{...}}, {{...}} ] "
+            f"top level is {_json_type(value)}, not an array: write [ {{...}}, {{...}} ] "
             "or use .jsonl with one object a line"
         )
     return value
@@ -314,14 +385,15 @@ def _too_deep(value: Any, max_depth: int) -> bool:
 
 
 def _json_type(value: Any) -> str:
+    """The JSON type of a value with its article: 'an object', 'a number', 'null'."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "boolean"
+        return "a boolean"
     if isinstance(value, int | float):
-        return "number"
+        return "a number"
     if isinstance(value, str):
-        return "string"
+        return "a string"
     if isinstance(value, list):
-        return "array"
-    return "object"
+        return "an array"
+    return "an object"

@@ -160,8 +160,11 @@ _CHECKS: dict[str, tuple[_Check, ...]] = {
                "product_id missing or not a JSON integer", ("product_id",)),
         _Check("products_price_positive", "price", ("price_not_null", "price_positive"),
                "price missing, unparseable or not > 0", ("price",)),
+        _Check("products_price_below_max", "price", ("price_in_bounds",),
+               "price not below {settings.max_price:g} (ECOM_MAX_PRICE)", ("price",)),
         _Check("products_stock_non_negative_integer", "stock", ("stock_valid",),
-               "stock not a non-negative integer", ("stock",)),
+               "stock not a non-negative integer below {settings.max_stock:,} "
+               "(ECOM_MAX_STOCK)", ("stock",)),
         _Check("products_rating_between_1_and_5", "rating", ("rating_1_to_5",),
                "rating outside 1..5", ("rating",)),
         _Check("products_category_known", "category", ("category_not_null", "category_known"),
@@ -177,10 +180,19 @@ _CHECKS: dict[str, tuple[_Check, ...]] = {
                "customer_id missing or not a JSON integer", ("customer_id",)),
         _Check("orders_total_non_negative", "total", ("total_not_null", "total_non_negative"),
                "total missing, unparseable or negative", ("total",)),
+        _Check("orders_total_below_max", "total", ("total_in_bounds",),
+               "total not below {settings.max_total:g} (ECOM_MAX_TOTAL)", ("total",)),
         _Check("orders_lines_well_formed", "product_ids", ("lines_valid",),
                "product_ids/quantities not equal-length non-empty integer lists (quantities >= 1)"),
+        _Check("orders_quantities_below_max", "quantities", ("quantities_in_bounds",),
+               "a quantity not below {settings.max_quantity:,} (ECOM_MAX_QUANTITY)",
+               ("quantities",)),
         _Check("orders_created_at_parseable", "created_at", ("created_at_not_null",),
                "created_at missing or not an ISO-8601 timestamp", ("created_at",)),
+        _Check("orders_created_at_in_window", "created_at", ("created_at_in_window",),
+               "created_at before {settings.earliest_order_date} (ECOM_EARLIEST_ORDER_DATE) or "
+               "more than {settings.max_days_ahead:g} day(s) after the file was received "
+               "(ECOM_MAX_DAYS_AHEAD)", ("created_at",)),
         _Check("orders_status_known", "status", ("status_not_null", "status_known"),
                f"status missing or not one of {_known(ORDER_STATUSES)}", ("status",)),
         _Check("orders_updated_after_created", "updated_at", ("updated_after_created",),
@@ -198,6 +210,8 @@ def _gx_expectations(gx: Any, entity: str) -> list[tuple[str, Any]]:
             ("price_not_null", E.ExpectColumnValuesToNotBeNull(column="price")),
             ("price_positive",
              E.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True)),
+            ("price_in_bounds",
+             E.ExpectColumnValuesToBeInSet(column="price_in_bounds", value_set=[True])),
             ("stock_valid", E.ExpectColumnValuesToBeInSet(column="stock_valid", value_set=[True])),
             ("rating_1_to_5",
              E.ExpectColumnValuesToBeBetween(column="rating", min_value=1, max_value=5)),
@@ -210,8 +224,14 @@ def _gx_expectations(gx: Any, entity: str) -> list[tuple[str, Any]]:
         ("customer_id_not_null", E.ExpectColumnValuesToNotBeNull(column="customer_id")),
         ("total_not_null", E.ExpectColumnValuesToNotBeNull(column="total")),
         ("total_non_negative", E.ExpectColumnValuesToBeBetween(column="total", min_value=0)),
+        ("total_in_bounds",
+         E.ExpectColumnValuesToBeInSet(column="total_in_bounds", value_set=[True])),
         ("lines_valid", E.ExpectColumnValuesToBeInSet(column="lines_valid", value_set=[True])),
+        ("quantities_in_bounds",
+         E.ExpectColumnValuesToBeInSet(column="quantities_in_bounds", value_set=[True])),
         ("created_at_not_null", E.ExpectColumnValuesToNotBeNull(column="created_at")),
+        ("created_at_in_window",
+         E.ExpectColumnValuesToBeInSet(column="created_at_in_window", value_set=[True])),
         ("status_not_null", E.ExpectColumnValuesToNotBeNull(column="status_clean")),
         ("status_known",
          E.ExpectColumnValuesToBeInSet(column="status_clean", value_set=list(ORDER_STATUSES))),
@@ -227,16 +247,20 @@ def _gx_frame(entity: str, typed: pd.DataFrame) -> pd.DataFrame:
         cols = {
             "product_id": typed["product_id"].array,
             "price": typed["price"].to_numpy(dtype=np.float64),
+            "price_in_bounds": typed["price_in_bounds"].to_numpy(dtype=bool),
             "stock_valid": typed["stock_valid"].to_numpy(dtype=bool),
             "rating": typed["rating"].to_numpy(dtype=np.float64),
-            "category_clean": _normalise(typed["category"], _title_case),
+            "category_clean": _normalise(typed["category"], clean.title_case),
         }
     else:
         cols = {
             "order_id": typed["order_id"].array,
             "customer_id": typed["customer_id"].array,
             "total": typed["total"].to_numpy(dtype=np.float64),
+            "total_in_bounds": typed["total_in_bounds"].to_numpy(dtype=bool),
             "lines_valid": typed["lines_valid"].to_numpy(dtype=bool),
+            "quantities_in_bounds": typed["quantities_in_bounds"].to_numpy(dtype=bool),
+            "created_at_in_window": typed["created_at_in_window"].to_numpy(dtype=bool),
             # naive UTC: GX's pair metric calls Series.values, deprecated for tz-aware columns
             "created_at": _naive_utc(typed["created_at"]),
             "updated_at": _naive_utc(typed["updated_at"]),
@@ -249,10 +273,6 @@ def _naive_utc(values: pd.Series) -> np.ndarray:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     return values.to_numpy(dtype="datetime64[us]")
-
-
-def _title_case(text: str) -> str:
-    return " ".join(text.split()).title()
 
 
 def _normalise(values: pd.Series, fn: Callable[[str], str]) -> np.ndarray:
@@ -651,7 +671,8 @@ def _per_file(
                 rows = _EMPTY
             else:
                 ok = k == 0
-                observed = f"{check.what}: {k} of {n} rows ({_pct(k, n)})"
+                what = check.what.format(settings=settings)
+                observed = f"{what}: {k} of {n} rows ({_pct(k, n)})"
                 if k:
                     observed += f"; first row_no: {sampler.row_nos(pos)}"
                 rows = pos

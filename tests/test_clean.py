@@ -129,6 +129,12 @@ def test_price_tier_bounds(price: float, tier: str) -> None:
         ({"stock": -1}, "products_stock_non_negative_integer"),
         ({"stock": 2.5}, "products_stock_non_negative_integer"),
         ({"stock": "many"}, "products_stock_non_negative_integer"),
+        ({"stock": 1e25}, "products_stock_non_negative_integer"),
+        ({"stock": 10**9}, "products_stock_non_negative_integer"),
+        ({"price": 1e12}, "products_price_below_max"),
+        ({"price": "1e400"}, "products_price_below_max"),
+        ({"price": float("inf")}, "products_price_below_max"),
+        ({"price": "-1e400"}, "products_price_positive"),
     ],
 )
 def test_product_row_rules(overrides: dict[str, Any], rule: str) -> None:
@@ -148,6 +154,13 @@ def test_product_row_rules(overrides: dict[str, Any], rule: str) -> None:
         ({"quantities": [1]}, "orders_lines_well_formed"),
         ({"quantities": [1, 0]}, "orders_lines_well_formed"),
         ({"created_at": "yesterday"}, "orders_created_at_parseable"),
+        ({"total": 5e16}, "orders_total_below_max"),
+        ({"total": 1e300}, "orders_total_below_max"),
+        ({"total": "1e400"}, "orders_total_below_max"),
+        ({"total": 1e12}, "orders_total_below_max"),
+        ({"quantities": [4611686018427387904, 4611686018427387904]},
+         "orders_quantities_below_max"),
+        ({"quantities": [1, 1_000_000]}, "orders_quantities_below_max"),
     ],
 )
 def test_order_row_rules(overrides: dict[str, Any], rule: str) -> None:
@@ -252,3 +265,50 @@ def test_dates_and_months_are_utc_and_keep_nulls() -> None:
         None,
     ]
     assert clean._months(times).tolist() == ["2026-01", "2025-11", None]
+
+
+@pytest.mark.parametrize(
+    ("raw", "titled"),
+    [
+        ("Folio Children's Book", "Folio Children's Book"),
+        ("folio CHILDREN\u2019S book", "Folio Children\u2019s Book"),
+        ("3d printer", "3d Printer"),
+        ("usb-c 2nd-gen  cable", "Usb-C 2nd-Gen Cable"),
+        ("  acme   PHONE ", "Acme Phone"),
+        ("rock 'n' roll", "Rock 'N' Roll"),
+        ("\u00e9cole caf\u00e9", "\u00c9cole Caf\u00e9"),
+        ("", ""),
+    ],
+)
+def test_title_case_keeps_apostrophes_and_digits(raw: str, titled: str) -> None:
+    assert clean.title_case(raw) == titled
+
+
+def test_one_title_case_for_validation_and_cleaning() -> None:
+    from ecom_stream import validate
+
+    assert not hasattr(validate, "_title_case")  # validation uses clean.title_case
+    t = typed("products", product(name="folio children's book", category="children's"))
+    out = clean.clean_products(t)
+    assert out["name"].tolist() == ["Folio Children's Book"]
+    assert out["category"].tolist() == ["Children's"]
+
+
+def test_bounds_come_from_the_settings() -> None:
+    from ecom_stream.config import Settings
+
+    loose = Settings(max_price=1e15, max_total=1e15, max_quantity=10**7, max_stock=10**10)
+    edge_p = [product(price=999_999_999_999.99, stock=999_999_999)]
+    edge_o = [order(total=999_999_999_999.99, quantities=[999_999, 1])]
+    for entity, recs in (("products", edge_p), ("orders", edge_o)):
+        t = clean.typed_view(entity, clean.records_frame(entity, [recs]))
+        assert not any(m[0] for m in clean.row_rules(entity, t).values()), entity
+    big_p = [product(price=1e13, stock=10**9)]
+    big_o = [order(total=1e13, quantities=[10**6, 1])]
+    for entity, recs in (("products", big_p), ("orders", big_o)):
+        strict = clean.typed_view(entity, clean.records_frame(entity, [recs]))
+        assert any(m[0] for m in clean.row_rules(entity, strict).values()), entity
+        t = clean.typed_view(entity, clean.records_frame(entity, [recs]), loose)
+        assert not any(m[0] for m in clean.row_rules(entity, t).values()), entity
+    env = Settings.from_sources({"ECOM_MAX_TOTAL": "5e12", "ECOM_MAX_QUANTITY": "10"})
+    assert env.max_total == 5e12 and env.max_quantity == 10

@@ -411,15 +411,20 @@ def test_anomalies_on_a_slice_are_bit_identical_to_the_full_series(
     )
     expected = full[full["order_date"].between(start, end)]
     assert_bit_identical(sliced, expected)
-    # The values themselves agree with a direct computation of the definition.
+    # The values themselves agree with a direct computation of the definition: a series
+    # holds the days from its first to the newest day, except days with no data (of any
+    # category) among themselves and the window days before them.
     newest = max(max(d) for d in values.values())
+    data_days = {d for days in values.values() for d in days}
     for cat, days in values.items():
         got = full[full["category"] == cat]
         span = range(min(days), newest + 1)
-        assert got["order_date"].tolist() == [day(d) for d in span]
+        live = [d for d in span if any(d - window <= x <= d for x in data_days)]
+        assert got["order_date"].tolist() == [day(d) for d in live]
         revenue = np.array([days.get(d, 0) / 100 for d in span])
-        np.testing.assert_array_equal(got["revenue"], revenue)
-        for i, (mean, std) in enumerate(zip(got["rolling_mean"], got["rolling_std"], strict=True)):
+        np.testing.assert_array_equal(got["revenue"], [days.get(d, 0) / 100 for d in live])
+        stats = zip(got["rolling_mean"], got["rolling_std"], strict=True)
+        for i, (mean, std) in zip([d - min(days) for d in live], stats, strict=True):
             prior = revenue[max(0, i - window) : i]
             if len(prior) < history:
                 assert np.isnan(mean) and np.isnan(std)
@@ -668,3 +673,62 @@ def test_incremental_gold_equals_full_recompute(
         pd.testing.assert_frame_equal(model.daily, full_daily, check_exact=True)
         full_scores = gold.anomalies(full_daily, window=WINDOW, min_history=HISTORY)
         assert_bit_identical(model.scores, full_scores)
+
+
+@pytest.mark.parametrize(
+    ("orders", "message"),
+    [
+        # two orders of 5e16 each: 1e19 cents on one day, beyond int64
+        ([Order(1, 3, 5 * 10**18, "pending", ((1, 1),)),
+          Order(2, 3, 5 * 10**18, "pending", ((1, 1),))], "2024-01-04"),
+        # one order of 1e300: its cents alone do not fit
+        ([Order(1, 0, 10**302, "pending", ((1, 1),))], "2024-01-01"),
+        # units: 2 x 2**62 on one order
+        ([Order(1, 5, 100, "pending", ((1, 2**62), (1, 2**62)))], "2024-01-06"),
+    ],
+)
+def test_sums_beyond_int64_fail_loudly_naming_the_day(orders: list[Order], message: str) -> None:
+    """Gold never wraps: a sum beyond int64 raises, naming the day, instead of a negative
+    revenue (and every category flagged)."""
+    products = {1: Product(1.0, "Books")}
+    o = orders_frame(orders)
+    o["total"] = [x.cents / 100 for x in orders]  # 1e300 as a float
+    with pytest.raises(gold.GoldConsistencyError, match=message):
+        gold.daily_revenue(o, lines_frame(orders), products_frame(products), EXCLUDED)
+
+
+def test_window_sums_beyond_int64_fail_loudly() -> None:
+    daily = pd.DataFrame({
+        "order_date": [day(i) for i in range(10)],
+        "category": ["All"] * 10,
+        "revenue_cents": np.full(10, 2**61, dtype=np.int64),
+    })
+    with pytest.raises(gold.GoldConsistencyError, match="too large"):
+        gold.anomalies(daily, window=5, min_history=2)
+
+
+def test_series_skip_long_empty_gaps_so_far_dates_stay_cheap() -> None:
+    """An order of year 1 and one of year 9999 (silver written before the date window):
+    the series keep only days within the window after a day holding data, so the work
+    and the rows stay bounded by the days that hold data, not by the calendar span."""
+    daily = pd.DataFrame({
+        "order_date": [date(1, 1, 1), date(2025, 6, 1), date(2025, 6, 2), date(9999, 12, 31)],
+        "category": ["All"] * 4,
+        "revenue_cents": np.array([100, 200, 300, 400], dtype=np.int64),
+    })
+    out = gold.anomalies(daily, window=30, min_history=7)
+    assert len(out) == 31 + 32 + 1  # each run: its data days and the 30 days after
+    assert out["order_date"].iloc[0] == date(1, 1, 1)
+    assert out["order_date"].iloc[-1] == date(9999, 12, 31)
+    # a slice of the same table scores the same days identically
+    part = gold.anomalies(
+        daily, window=30, min_history=7, start=date(2025, 1, 1), end=date(9999, 12, 31),
+        first_dates=gold.category_first_dates(daily), newest=gold.newest_date(daily),
+    )
+    expected = out[out["order_date"] >= date(2025, 1, 1)]
+    assert_bit_identical(part, expected)
+    span = gold.anomaly_recompute_range(
+        {date(9999, 12, 31)}, old_newest=date(2025, 6, 2), new_newest=date(9999, 12, 31),
+        old_first={"All": date(1, 1, 1)}, new_first={"All": date(1, 1, 1)}, window=30,
+    )
+    assert span is not None and span.start == date(2025, 6, 3)

@@ -132,3 +132,75 @@ def test_row_hash_ignores_key_order() -> None:
     assert canonical_json(a) == canonical_json(b)
     assert row_hash(a) == row_hash(b)
     assert row_hash(a) != row_hash({**a, "total": 2.51})
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "message"),
+    [
+        (b'{"a": 1}', "array", "top level is an object, not an array"),
+        (b'"x"', "array", "top level is a string, not an array"),
+        (b"[null]", "array", "element 0 is null, not an object"),
+        (b"[[1]]", "array", "element 0 is an array, not an object"),
+    ],
+)
+def test_shape_errors_read_well(data: bytes, fmt: str, message: str) -> None:
+    with pytest.raises(BatchReadError, match=message):
+        parse_records(data, fmt, max_depth=32)
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "where"),
+    [
+        (b'[{"n": "\xc3\xa9\xe2\x82\xac"},\n {"a": 1, "x": NaN}]', "array", "line 2, column 16"),
+        (b'[{"a": 1},\n {"a": 2}, {"b": -Infinity}]', "array", "line 2, column 18"),
+        (b'{"a": 1}\n{"a": 2, "b": Infinity}\n', "lines", "line 2, column 15"),
+        (b'[{"a": 1e400},\n {"b": NaN}]', "array", "line 2, column 8"),
+    ],
+)
+def test_nan_and_infinity_name_their_real_position(data: bytes, fmt: str, where: str) -> None:
+    """Bare NaN/Infinity tokens are not JSON: the file is quarantined, naming the token's
+    real line and column (not line 1, column 1)."""
+    with pytest.raises(BatchReadError, match=f"at {where}: NaN or Infinity is not valid JSON"):
+        parse_records(data, fmt, max_depth=32)
+
+
+def test_big_numbers_are_valid_json_and_parse() -> None:
+    """RFC 8259 sets no range on numbers: a float beyond double range keeps its literal text
+    (a plain-number string to the cleaning rules), integers beyond 64 bits become floats
+    exactly as orjson reads them; the other values are untouched."""
+    data = (
+        b'[{"product_id": 123456789012345678901234567890, "price": 1.5},\n'
+        b' {"product_id": 2, "stock": 1e25, "price": 1e400},\n'
+        b' {"product_id": 3, "price": -1e400, "name": "\xc3\xa9"}]'
+    )
+    records = parse_records(data, "array", max_depth=32)
+    assert records == [
+        {"product_id": 1.2345678901234568e29, "price": 1.5},
+        {"product_id": 2, "stock": 1e25, "price": "1e400"},
+        {"product_id": 3, "price": "-1e400", "name": "\u00e9"},
+    ]
+    lines = parse_records(b'{"a": 1e999}\n{"a": 184467440737095516160}\n', "lines", 32)
+    assert lines == [{"a": "1e999"}, {"a": 1.8446744073709552e20}]
+    # the same value reads the same whichever parser read the file
+    fast = parse_records(b'[{"product_id": 123456789012345678901234567890}]', "array", 32)
+    assert fast[0]["product_id"] == records[0]["product_id"]
+    for rec in records:  # hashing stays deterministic and does not raise
+        assert row_hash(rec) == row_hash(dict(reversed(list(rec.items()))))
+
+
+def test_fallback_still_refuses_lone_surrogates() -> None:
+    with pytest.raises(BatchReadError, match=r"line 2, column 8: .*surrogate"):
+        parse_records(b'[{"a": 1e400},\n {"b": "\\ud800"}]', "array", max_depth=32)
+
+
+def test_too_deep_to_parse_names_a_position() -> None:
+    data = b'[{"a": 1},\n {"b": ' + b"[" * 3000 + b"]" * 3000 + b"}]"
+    with pytest.raises(BatchReadError, match=r"line 2, column \d+: nested too deeply"):
+        parse_records(data, "array", max_depth=32)
+
+
+def test_row_hash_of_integers_beyond_64_bits_is_deterministic() -> None:
+    a = {"order_id": 2**70, "total": 1.5}
+    assert row_hash(a) == row_hash({"total": 1.5, "order_id": 2**70})
+    assert row_hash(a) != row_hash({**a, "order_id": 2**70 + 1})
+    assert canonical_json(a) == b'{"order_id":1180591620717411303424,"total":1.5}'

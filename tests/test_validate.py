@@ -620,3 +620,26 @@ def test_domain_warnings_without_stored_rows() -> None:
     stored = incoming.iloc[0:0]
     (c,) = domain_warnings("products", incoming, stored, Settings())
     assert c.success and c.element_count == 0 and c.unexpected_percent is None
+
+
+def test_bounds_reject_rows_by_name(v: Validator) -> None:
+    """Values beyond the contract's bounds are rejected rows (not wrapped or quarantined)."""
+    prods = [product(0, price=1e12), product(1, price=float("inf")), product(2, stock=1e25),
+             product(3, price="1e400")] + [product(i) for i in range(4, 40)]
+    (report,) = run(v, "products", [prods])
+    assert report.quarantine_reasons == []
+    assert report.rejected == {
+        0: "products_price_below_max", 1: "products_price_below_max",
+        2: "products_stock_non_negative_integer", 3: "products_price_below_max",
+    }
+    c = check(report, "products_price_below_max")
+    assert c.policy == "drop-row" and "below 1e+12" in c.observed
+    ords = [order(0, total=5e16), order(1, total=1e300),
+            order(2, quantities=[4611686018427387904, 4611686018427387904]),
+            order(3, quantities=[1, 999_999])] + [order(i) for i in range(4, 40)]
+    (report,) = run(v, "orders", [ords])
+    assert report.quarantine_reasons == []
+    assert report.rejected == {
+        0: "orders_total_below_max", 1: "orders_total_below_max",
+        2: "orders_quantities_below_max",
+    }
