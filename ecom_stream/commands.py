@@ -44,8 +44,11 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.backfill import run_backfill
+    from ecom_stream.folders import check_lake_to_write, landing_folder
 
-    folder = Path(args.dir) if args.dir else None
+    folder = Path(args.dir) if args.dir else settings.landing_dir
+    landing_folder(folder, create=args.create)
+    check_lake_to_write(settings.lake_dir)
     summary = run_backfill(settings, folder, keep=args.keep, progress=not args.no_progress)
     print(f"backfill: {summary.text()}")
     if args.strict and summary.outcomes.get("quarantined"):
@@ -57,8 +60,10 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.folders import check_lake_to_read
     from ecom_stream.status import lake_status
 
+    check_lake_to_read(settings.lake_dir)
     status = lake_status(settings)
     if args.json:
         _print_json(status)
@@ -104,9 +109,11 @@ def _print_quarantine(items: list[dict[str, Any]]) -> None:
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.folders import check_lake_to_read
     from ecom_stream.lake import Lake
     from ecom_stream.status import quarantine_list
 
+    check_lake_to_read(settings.lake_dir)
     items = quarantine_list(Lake(settings.lake_dir))
     if args.json:
         _print_json(items)
@@ -159,10 +166,16 @@ def cmd_anomalies(args: argparse.Namespace, settings: Settings) -> int:
     lake = Lake(settings.lake_dir)
     if not lake.exists():
         raise EcomStreamError(f"no lake at {lake.root}: run a backfill or the daemon first")
-    flagged = lake.read_pandas("revenue_anomalies")
-    flagged = flagged[flagged["is_anomaly"].fillna(False).astype(bool)]
+    scored = lake.read_pandas("revenue_anomalies")
     if args.category:
-        flagged = flagged[flagged["category"] == args.category]
+        known = sorted(scored["category"].dropna().unique())
+        if args.category not in known:
+            raise ConfigError(
+                f"unknown category {args.category!r}: the lake has "
+                + (", ".join(known) if known else "no categories yet")
+            )
+        scored = scored[scored["category"] == args.category]
+    flagged = scored[scored["is_anomaly"].fillna(False).astype(bool)]
     flagged = flagged.sort_values(["order_date", "category"]).reset_index(drop=True)
     if args.export:
         target = Path(args.export)
@@ -197,8 +210,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.daemon import run_daemon
+    from ecom_stream.folders import check_lake_to_write, landing_folder
 
-    return run_daemon(settings)
+    landing_folder(settings.landing_dir, create=args.create)
+    check_lake_to_write(settings.lake_dir)
+    return run_daemon(settings, create_landing=args.create)
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:

@@ -288,8 +288,10 @@ class Daemon:
         *,
         stop_event: threading.Event | None = None,
         pipeline_factory: Callable[[], Pipeline] | None = None,
+        create_landing: bool = False,
     ) -> None:
         self.settings = settings
+        self.create_landing = create_landing
         self.landing = settings.landing_dir.absolute()
         self.lake = Lake(settings.lake_dir)
         self.stop_event = stop_event or threading.Event()
@@ -314,11 +316,24 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
-        """Create landing and build the pipeline; raises ``EcomStreamError`` if they fail."""
-        try:
-            self.landing.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the landing folder {self.landing}: {exc}") from exc
+        """Check landing (create it with ``create_landing``) and build the pipeline.
+
+        Raises ``EcomStreamError`` if either fails: a missing landing folder is refused, since
+        a mistyped path would otherwise be watched forever while the files land elsewhere.
+        """
+        if not self.landing.is_dir():
+            if self.landing.exists() or not self.create_landing:
+                raise ConfigError(
+                    f"the landing folder {self.landing} "
+                    + ("is not a folder" if self.landing.exists() else "does not exist")
+                    + ": check --landing, or pass --create to create it"
+                )
+            try:
+                self.landing.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the landing folder {self.landing}: {exc}"
+                ) from exc
         self._open_pipeline()
 
     def stop(self) -> None:
@@ -639,6 +654,8 @@ def run_daemon(
     settings: Settings,
     stop_event: threading.Event | None = None,
     ready_callback: Callable[[], None] | None = None,
+    *,
+    create_landing: bool = False,
 ) -> int:
     """Run the watcher until SIGINT/SIGTERM (or ``stop_event``); returns the exit code.
 
@@ -652,7 +669,7 @@ def run_daemon(
         lock.acquire()
     except OSError as exc:  # the lake folder itself is not writable
         raise LakeError(f"cannot create the lock file {lake.lock_path}: {exc}") from exc
-    daemon = Daemon(settings, stop_event=stop_event)
+    daemon = Daemon(settings, stop_event=stop_event, create_landing=create_landing)
     try:
         with _stop_on_signals(daemon):
             daemon.open()

@@ -164,10 +164,14 @@ def run_in_process(tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, FakeP
     """Start a Daemon on a thread with a fake pipeline; stops it (and checks it exits 0) after."""
     started: list[tuple[Daemon, threading.Thread, list[int]]] = []
 
-    def start(fake: FakePipeline, **changes: Any) -> tuple[Daemon, FakePipeline]:
-        settings = Settings(landing_dir=tmp_path / "landing", lake_dir=tmp_path / "lake",
-                            quiet_seconds=QUIET, retry_backoff_seconds=0.05, **changes)
-        daemon = Daemon(settings, pipeline_factory=fake.factory)
+    def start(
+        fake: FakePipeline, create_landing: bool = False, **changes: Any
+    ) -> tuple[Daemon, FakePipeline]:
+        if not create_landing:
+            (tmp_path / "landing").mkdir(exist_ok=True)
+        values = {"quiet_seconds": QUIET, "retry_backoff_seconds": 0.05, **changes}
+        settings = Settings(landing_dir=tmp_path / "landing", lake_dir=tmp_path / "lake", **values)
+        daemon = Daemon(settings, pipeline_factory=fake.factory, create_landing=create_landing)
         daemon.open()
         ready = threading.Event()
         codes: list[int] = []
@@ -209,6 +213,22 @@ def test_a_failing_batch_is_retried_one_by_one_and_the_culprit_quarantined(
     beat = json.loads(daemon.lake.heartbeat_path.read_text())
     assert "bug triggered" in beat["last_error"]
     assert beat["files_processed"] == len(names) + 1 and beat["stopped"] is False
+
+
+def test_a_missing_landing_folder_is_refused_unless_create(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]]
+) -> None:
+    from ecom_stream.errors import ConfigError
+
+    settings = Settings(landing_dir=tmp_path / "typo", lake_dir=tmp_path / "lake")
+    with pytest.raises(ConfigError, match="does not exist: check --landing, or pass --create"):
+        Daemon(settings, pipeline_factory=FakePipeline().factory).open()
+    assert not (tmp_path / "typo").exists()
+
+    _, fake = run_in_process(FakePipeline(), create_landing=True)
+    assert (tmp_path / "landing").is_dir()
+    (tmp_path / "landing" / "orders_1.json").write_text("[]")
+    wait_until(lambda: "orders_1.json" in fake.done(), 30, "the file in the created folder")
 
 
 def test_a_transient_failure_loses_nothing(
