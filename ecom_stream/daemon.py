@@ -380,8 +380,10 @@ class Daemon:
             watchdog_log.removeHandler(overflow)
             watchdog_log.setLevel(old_level)
         self.write_heartbeat(stopped=True)
+        # Counted in the folder: files taken for a micro-batch or a retry are no longer in
+        # the queue but may still be waiting in landing.
         logger.info("stopped: %d file(s) processed, %d left in landing for the next start",
-                    self._processed, len(self.queue))
+                    self._processed, len(backlog(self.landing)))
         return 0
 
     def _supervise_until_stopped(self) -> None:

@@ -243,6 +243,29 @@ def test_a_transient_failure_loses_nothing(
     assert fake.quarantined == {}
 
 
+def test_the_stop_summary_counts_the_files_left_in_landing(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ecom_stream.daemon")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for i in range(3):
+        (landing / f"orders_{i}.json").write_text("[]")
+    (landing / ".orders_9.json.part").write_text("[")  # a producer's temporary file
+    # The micro-batch fails and its files wait for a long backoff: taken from the queue,
+    # still in landing when the stop comes.
+    daemon, _ = run_in_process(FakePipeline(fail_batches=1), retry_backoff_seconds=600)
+    wait_until(lambda: any("one by one" in r.getMessage() for r in caplog.records), 30,
+               "the failing micro-batch")
+    daemon.stop()
+    stopped = wait_until(
+        lambda: [m for r in caplog.records if (m := r.getMessage()).startswith("stopped:")] or None,
+        30, "the stop summary",
+    )
+    assert stopped == ["stopped: 0 file(s) processed, 3 left in landing for the next start"]
+
+
 @pytest.mark.parametrize("trigger", ["overflow", "periodic"])
 def test_rescan_finds_files_whose_events_were_lost(
     tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]],
@@ -419,6 +442,7 @@ def test_catch_up_then_stream_then_sigterm(
     assert daemon.stop() == 0, daemon.logs()
     ledger = read_ledger(lake)
     waiting = {p.name for p in landing.iterdir() if not p.name.startswith(".")}
+    assert f"{len(waiting)} left in landing" in daemon.logs(), daemon.logs()
     expected = {f.name.replace("orders", "orders_late", 1) for f in burst}
     assert expected <= waiting | set(ledger["file_name"]), "a file was lost"
     assert not (waiting & set(ledger["file_name"])), "a recorded file was left in landing"
