@@ -15,6 +15,7 @@ restart catches up from the folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -64,6 +65,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 MIN_PASS_SECONDS = 0.02  # at most one readiness pass per 20 ms, however many events arrive
 SIGNAL_POLL_SECONDS = 0.2
+LANDING_CHECK_SECONDS = 1.0  # how often the landing path is checked for being replaced (a stat)
 COMPACT_CHECK_SECONDS = 30.0
 OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 # Only these reach the handler; for inotify the filter also narrows the kernel mask, so our own
@@ -220,6 +222,15 @@ def _watching(observer: BaseObserver) -> bool:
     return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder at ``path``; None when it is missing or not a folder."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = os.lstat(path)
@@ -311,6 +322,8 @@ class Daemon:
         self._worker: threading.Thread | None = None
         self._next_rescan = self._next_compact = 0.0
         self._watch_broken = False
+        self._watched: tuple[int, int] | None = None  # identity of the folder being watched
+        self._landing_missing = False
         self.signal_received: int | None = None
         self.aborted = False
 
@@ -388,11 +401,15 @@ class Daemon:
 
     def _supervise_until_stopped(self) -> None:
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
+        next_landing_check = time.monotonic() + LANDING_CHECK_SECONDS
         while not self.stop_event.is_set():
             if self.signal_received is not None:
                 logger.info("%s: finishing the micro-batch in hand, then stopping",
                             signal.Signals(self.signal_received).name)
                 return
+            if time.monotonic() >= next_landing_check:
+                self._check_landing()
+                next_landing_check = time.monotonic() + LANDING_CHECK_SECONDS
             if time.monotonic() >= next_beat:
                 self.write_heartbeat()
                 self._supervise()
@@ -421,11 +438,12 @@ class Daemon:
         observer = PollingObserver(timeout=1.0) if self.settings.polling else Observer()
         observer.schedule(_LandingHandler(self.landing, self.queue), str(self.landing),
                           recursive=False, event_filter=WATCHED_EVENTS)
+        identity = _identity(self.landing)  # before start: a later swap is then noticed
         try:
             observer.start()
         except OSError as exc:
             raise ConfigError(f"cannot watch the landing folder {self.landing}: {exc}") from exc
-        self._observer = observer
+        self._observer, self._watched = observer, identity
 
     def _stop_observer(self) -> None:
         observer, self._observer = self._observer, None
@@ -437,24 +455,52 @@ class Daemon:
         self._worker = threading.Thread(target=self._work, name="ecom-stream-worker", daemon=True)
         self._worker.start()
 
-    def _supervise(self) -> None:
-        """Restart a dead watcher (landing deleted and recreated, inotify trouble) or worker."""
-        observer = self._observer
-        if observer is None or not _watching(observer):
-            if not self._watch_broken:
-                logger.warning("the file watcher on %s stopped; restarting it", self.landing)
-            self._stop_observer()
-            try:
+    def _check_landing(self) -> None:
+        """Follow the landing path: restart the watcher when the folder there was replaced.
+
+        An inotify watch follows the folder, not its name: after ``mv landing landing.old &&
+        mkdir landing`` it keeps reporting files of landing.old, and after ``rm -rf landing``
+        it ends. A stat of the path per second compares its inode with the watched one.
+        """
+        identity = _identity(self.landing)
+        if identity is None and self.create_landing:
+            with contextlib.suppress(OSError):  # reported below if it stays missing
                 self.landing.mkdir(parents=True, exist_ok=True)
-                self._start_observer()
-            except (OSError, EcomStreamError) as exc:
-                if not self._watch_broken:
-                    logger.error("cannot watch %s (%s); retrying every %.0f s",
-                                 self.landing, exc, HEARTBEAT_SECONDS)
-                self._watch_broken = True
-            else:
-                self._watch_broken = False
-                self.request_rescan()
+                identity = _identity(self.landing)
+        if identity is None:
+            if not self._landing_missing:
+                logger.warning("the landing folder %s is gone; watching for it to come back "
+                               "(watch --create would recreate it)", self.landing)
+            self._landing_missing = True
+            return
+        observer = self._observer
+        if identity == self._watched and observer is not None and _watching(observer):
+            return
+        if self._watch_broken:
+            pass  # already reported; retried every second
+        elif self._landing_missing:
+            logger.info("the landing folder %s is back; watching it", self.landing)
+        elif identity != self._watched:
+            logger.info("the landing folder %s was replaced; watching the new one", self.landing)
+        else:
+            logger.warning("the file watcher on %s stopped; restarting it", self.landing)
+        self._landing_missing = False
+        self._stop_observer()
+        try:
+            self._start_observer()
+        except (OSError, EcomStreamError) as exc:
+            if not self._watch_broken:
+                logger.error("cannot watch %s (%s); retrying every %.0f s",
+                             self.landing, exc, LANDING_CHECK_SECONDS)
+            self._watch_broken = True
+            return
+        self._watch_broken = False
+        # Whatever is in the new folder (or arrived while none was watched) is found now.
+        self._rescan.set()
+        self.queue.wake.set()
+
+    def _supervise(self) -> None:
+        """Restart a dead worker (the watcher is looked after by :meth:`_check_landing`)."""
         worker = self._worker
         if worker is not None and not worker.is_alive() and not self.stop_event.is_set():
             logger.error("the worker thread died; restarting it")

@@ -523,6 +523,44 @@ def test_a_burst_of_500_files_is_merged_in_few_micro_batches(
     assert daemon.stop() == 0, daemon.logs()
 
 
+@pytest.mark.slow
+def test_a_replaced_or_removed_landing_folder_is_followed(
+    tmp_path: Path, daemons: Callable[..., DaemonProcess]
+) -> None:
+    files = generate_files(tmp_path / "source", batches=3, orders=30, seed=8)  # products first
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    # No periodic rescan during the test: only the watcher can find the files in time.
+    daemon = daemons(landing, lake, {"ECOM_RESCAN_SECONDS": "3600"})
+    daemon.wait_ready()
+    drop(files[0], landing)
+    wait_for_outcomes(lake, [files[0].name])
+
+    # Replaced by a new folder (the old one kept under another name).
+    landing.rename(tmp_path / "landing.old")
+    landing.mkdir()
+    drop(files[1], landing)
+    wait_for_outcomes(lake, [files[1].name], timeout=60)
+
+    # Removed and recreated.
+    shutil.rmtree(landing)
+    landing.mkdir()
+    drop(files[2], landing)
+    wait_for_outcomes(lake, [files[2].name], timeout=60)
+
+    # Removed for good: one warning, no crash, not recreated; back when it is back.
+    shutil.rmtree(landing)
+    wait_until(lambda: "is gone" in daemon.logs(), 30, "the warning")
+    time.sleep(3)
+    assert daemon.proc.poll() is None and not landing.exists()
+    assert daemon.logs().count("is gone") == 1, daemon.logs()
+    landing.mkdir()
+    drop(files[3], landing)
+    ledger = wait_for_outcomes(lake, [files[3].name], timeout=60)
+    assert set(ledger["outcome"]) == {"merged"}, ledger[["file_name", "outcome"]]
+    assert daemon.stop() == 0, daemon.logs()
+    assert "0 left in landing" in daemon.logs()
+
+
 def ledger_commits(lake: Path) -> int:
     """Commits in the ledger table so far (its last commit ends every micro-batch)."""
     return len(list((lake / "_ledger" / "_delta_log").glob("*.json")))
