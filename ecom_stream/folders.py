@@ -55,8 +55,8 @@ def check_lake_to_write(root: Path) -> None:
     """A writer (``backfill``, ``watch``) may create a lake only in a missing or empty folder.
 
     A folder already holding an ecom-stream lake, or only names of the lake's layout (a first
-    run that was interrupted), is fine; any other file or folder in it means ``--lake`` points
-    somewhere else by mistake, and nothing is written there.
+    run that was interrupted) and hidden files, is fine; any other file or folder in it means
+    ``--lake`` points somewhere else by mistake, and nothing is written there.
     """
     lake = Lake(root)
     if not root.exists() and not root.is_symlink():
@@ -65,7 +65,9 @@ def check_lake_to_write(root: Path) -> None:
         raise EcomStreamError(f"{lake.root} is a file, not a lake folder: check --lake")
     if lake.exists():
         return
-    foreign = sorted(p.name for p in root.iterdir() if p.name not in _layout_names(lake))
+    names = _layout_names(lake)
+    # Hidden names (.gitkeep, .DS_Store) are not someone's data: a checkout's lake/ holds one.
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in names and p.name[0] != ".")
     if foreign:
         more = len(foreign) - 3
         shown = ", ".join(foreign[:3]) + (f" and {more} more" if more > 0 else "")

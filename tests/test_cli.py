@@ -150,6 +150,7 @@ def test_which_lake_folders_a_writer_accepts(tmp_path: Path, small_lake: tuple[P
     interrupted = tmp_path / "interrupted"
     (interrupted / "_daemon").mkdir(parents=True)  # a first run stopped after taking the lock
     (interrupted / "silver" / "orders").mkdir(parents=True)
+    (interrupted / ".gitkeep").write_text("")  # as in a checkout's lake/
     check_lake_to_write(interrupted)
     (interrupted / "notes.txt").write_text("")
     with pytest.raises(EcomStreamError, match=r"notes\.txt"):
