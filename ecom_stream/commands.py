@@ -181,8 +181,11 @@ def cmd_anomalies(args: argparse.Namespace, settings: Settings) -> int:
         target = Path(args.export)
         if target.suffix != ".parquet":
             raise ConfigError(f"--export {target}: the file name must end in .parquet")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        flagged.to_parquet(target, index=False)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            flagged.to_parquet(target, index=False)
+        except OSError as exc:
+            raise EcomStreamError(f"cannot write {target}: {exc.strerror or exc}") from exc
         print(f"wrote {len(flagged)} anomalies to {target}")
     else:
         if flagged.empty:
@@ -201,7 +204,10 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     report = build_report(settings)
     text = json.dumps(report, indent=2, default=str)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        try:
+            Path(args.out).write_text(text + "\n")
+        except OSError as exc:
+            raise EcomStreamError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
         print(f"wrote {args.out}")
     else:
         print(text)

@@ -174,3 +174,15 @@ def test_great_expectations_docs_site_line_is_not_logged(small_lake: tuple[Path,
     _, stderr = small_lake
     assert "merged" in stderr  # the backfill did log at INFO
     assert "ephemeral docs site" not in stderr
+
+
+def test_an_output_file_that_cannot_be_written_is_one_line(
+    tmp_path: Path, small_lake: tuple[Path, str]
+) -> None:
+    lake, _ = small_lake
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    report = run_cli("report", "--lake", str(lake), "--out", str(a_file / "report.json"))
+    assert_one_line_error(report, "cannot write", "report.json")
+    export = run_cli("anomalies", "--lake", str(lake), "--export", str(a_file / "x" / "a.parquet"))
+    assert_one_line_error(export, "cannot write", "a.parquet")
