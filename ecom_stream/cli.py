@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 3 when any file was quarantined")
     p.add_argument("--keep", action="store_true", help="leave the source files in place")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--create", action="store_true", help="create the folder if it is missing")
 
     p = add("status", "table versions, row and file counts, ledger outcomes, quarantine, daemon")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -141,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="poll instead of inotify (network filesystems)",
+    )
+    p.add_argument(
+        "--create",
+        action="store_true",
+        help="create the landing folder if it is missing (also if it disappears later)",
     )
 
     p = add("dashboard", "serve the Streamlit dashboard")
@@ -251,9 +258,17 @@ def run() -> None:
     # See __main__.py: the system allocator returns memory between micro-batches.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     _limit_malloc_arenas()
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        # The reader went away (`ecom-stream quarantine --json | head -3`): stop quietly
+        # with the status of a process killed by SIGPIPE, as Unix tools do. Output still
+        # buffered goes to /dev/null so that no flush reports the broken pipe again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
     # os._exit: skip interpreter teardown, where Arrow/Delta native threads can abort
     # the process (see TECH_NOTES, SIGABRT at exit); everything is committed and flushed.
     logging.shutdown()

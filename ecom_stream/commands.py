@@ -44,8 +44,11 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.backfill import run_backfill
+    from ecom_stream.folders import check_lake_to_write, landing_folder
 
-    folder = Path(args.dir) if args.dir else None
+    folder = Path(args.dir) if args.dir else settings.landing_dir
+    landing_folder(folder, create=args.create)
+    check_lake_to_write(settings.lake_dir)
     summary = run_backfill(settings, folder, keep=args.keep, progress=not args.no_progress)
     print(f"backfill: {summary.text()}")
     if args.strict and summary.outcomes.get("quarantined"):
@@ -57,8 +60,10 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.folders import check_lake_to_read
     from ecom_stream.status import lake_status
 
+    check_lake_to_read(settings.lake_dir)
     status = lake_status(settings)
     if args.json:
         _print_json(status)
@@ -104,9 +109,11 @@ def _print_quarantine(items: list[dict[str, Any]]) -> None:
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.folders import check_lake_to_read
     from ecom_stream.lake import Lake
     from ecom_stream.status import quarantine_list
 
+    check_lake_to_read(settings.lake_dir)
     items = quarantine_list(Lake(settings.lake_dir))
     if args.json:
         _print_json(items)
@@ -161,17 +168,26 @@ def cmd_anomalies(args: argparse.Namespace, settings: Settings) -> int:
     lake = Lake(settings.lake_dir)
     if not lake.exists():
         raise EcomStreamError(f"no lake at {lake.root}: run a backfill or the daemon first")
-    flagged = lake.read_pandas("revenue_anomalies")
-    flagged = flagged[flagged["is_anomaly"].fillna(False).astype(bool)]
+    scored = lake.read_pandas("revenue_anomalies")
     if args.category:
-        flagged = flagged[flagged["category"] == args.category]
+        known = sorted(scored["category"].dropna().unique())
+        if args.category not in known:
+            raise ConfigError(
+                f"unknown category {args.category!r}: the lake has "
+                + (", ".join(known) if known else "no categories yet")
+            )
+        scored = scored[scored["category"] == args.category]
+    flagged = scored[scored["is_anomaly"].fillna(False).astype(bool)]
     flagged = flagged.sort_values(["order_date", "category"]).reset_index(drop=True)
     if args.export:
         target = Path(args.export)
         if target.suffix != ".parquet":
             raise ConfigError(f"--export {target}: the file name must end in .parquet")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        flagged.to_parquet(target, index=False)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            flagged.to_parquet(target, index=False)
+        except OSError as exc:
+            raise EcomStreamError(f"cannot write {target}: {exc.strerror or exc}") from exc
         print(f"wrote {len(flagged)} anomalies to {target}")
     else:
         if flagged.empty:
@@ -190,7 +206,10 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     report = build_report(settings)
     text = json.dumps(report, indent=2, default=str)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        try:
+            Path(args.out).write_text(text + "\n")
+        except OSError as exc:
+            raise EcomStreamError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
         print(f"wrote {args.out}")
     else:
         print(text)
@@ -199,8 +218,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.daemon import run_daemon
+    from ecom_stream.folders import check_lake_to_write, landing_folder
 
-    return run_daemon(settings)
+    landing_folder(settings.landing_dir, create=args.create)
+    check_lake_to_write(settings.lake_dir)
+    return run_daemon(settings, create_landing=args.create)
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -125,6 +126,7 @@ class Settings:
     """Root log level."""
 
     def __post_init__(self) -> None:
+        self._check_ranges()
         for name, policy in self.policies.items():
             if policy not in POLICIES:
                 raise ConfigError(
@@ -155,6 +157,32 @@ class Settings:
             or self.anomaly_window_days < self.anomaly_min_history_days
         ):
             raise ConfigError("need 2 <= anomaly_min_history_days <= anomaly_window_days")
+
+    def _check_ranges(self) -> None:
+        """Refuse values no command could use, naming the flag and variable that set them
+        (they would otherwise fail deep inside logging, Delta's vacuum or a socket bind)."""
+        level = self.log_level.strip().upper()
+        if level not in logging.getLevelNamesMapping() or level == "NOTSET":
+            raise ConfigError(
+                f"log level {self.log_level!r} is unknown: use DEBUG, INFO, WARNING or ERROR "
+                "(--log-level or ECOM_LOG_LEVEL)"
+            )
+        if not 1 <= self.dashboard_port <= 65535:
+            raise ConfigError(
+                f"port {self.dashboard_port} is out of range: use 1 to 65535 "
+                "(--port or ECOM_DASHBOARD_PORT)"
+            )
+        if self.vacuum_retention_hours < 0:
+            raise ConfigError(
+                f"retention of {self.vacuum_retention_hours} hours is negative: use 0 or more "
+                "(--retention-hours or ECOM_VACUUM_RETENTION_HOURS)"
+            )
+        for name in ("quiet_seconds", "retry_backoff_seconds", "batch_retries"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more (ECOM_{name.upper()})")
+        for name in ("rescan_seconds", "dashboard_refresh_seconds", "heartbeat_stale_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be more than 0 (ECOM_{name.upper()})")
 
     @classmethod
     def from_sources(

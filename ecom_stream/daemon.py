@@ -15,6 +15,7 @@ restart catches up from the folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -64,6 +65,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 MIN_PASS_SECONDS = 0.02  # at most one readiness pass per 20 ms, however many events arrive
 SIGNAL_POLL_SECONDS = 0.2
+LANDING_CHECK_SECONDS = 1.0  # how often the landing path is checked for being replaced (a stat)
 COMPACT_CHECK_SECONDS = 30.0
 OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 # Only these reach the handler; for inotify the filter also narrows the kernel mask, so our own
@@ -220,6 +222,15 @@ def _watching(observer: BaseObserver) -> bool:
     return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder at ``path``; None when it is missing or not a folder."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = os.lstat(path)
@@ -288,8 +299,10 @@ class Daemon:
         *,
         stop_event: threading.Event | None = None,
         pipeline_factory: Callable[[], Pipeline] | None = None,
+        create_landing: bool = False,
     ) -> None:
         self.settings = settings
+        self.create_landing = create_landing
         self.landing = settings.landing_dir.absolute()
         self.lake = Lake(settings.lake_dir)
         self.stop_event = stop_event or threading.Event()
@@ -309,16 +322,31 @@ class Daemon:
         self._worker: threading.Thread | None = None
         self._next_rescan = self._next_compact = 0.0
         self._watch_broken = False
+        self._watched: tuple[int, int] | None = None  # identity of the folder being watched
+        self._landing_missing = False
         self.signal_received: int | None = None
         self.aborted = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
-        """Create landing and build the pipeline; raises ``EcomStreamError`` if they fail."""
-        try:
-            self.landing.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the landing folder {self.landing}: {exc}") from exc
+        """Check landing (create it with ``create_landing``) and build the pipeline.
+
+        Raises ``EcomStreamError`` if either fails: a missing landing folder is refused, since
+        a mistyped path would otherwise be watched forever while the files land elsewhere.
+        """
+        if not self.landing.is_dir():
+            if self.landing.exists() or not self.create_landing:
+                raise ConfigError(
+                    f"the landing folder {self.landing} "
+                    + ("is not a folder" if self.landing.exists() else "does not exist")
+                    + ": check --landing, or pass --create to create it"
+                )
+            try:
+                self.landing.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the landing folder {self.landing}: {exc}"
+                ) from exc
         self._open_pipeline()
 
     def stop(self) -> None:
@@ -365,17 +393,23 @@ class Daemon:
             watchdog_log.removeHandler(overflow)
             watchdog_log.setLevel(old_level)
         self.write_heartbeat(stopped=True)
+        # Counted in the folder: files taken for a micro-batch or a retry are no longer in
+        # the queue but may still be waiting in landing.
         logger.info("stopped: %d file(s) processed, %d left in landing for the next start",
-                    self._processed, len(self.queue))
+                    self._processed, len(backlog(self.landing)))
         return 0
 
     def _supervise_until_stopped(self) -> None:
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
+        next_landing_check = time.monotonic() + LANDING_CHECK_SECONDS
         while not self.stop_event.is_set():
             if self.signal_received is not None:
                 logger.info("%s: finishing the micro-batch in hand, then stopping",
                             signal.Signals(self.signal_received).name)
                 return
+            if time.monotonic() >= next_landing_check:
+                self._check_landing()
+                next_landing_check = time.monotonic() + LANDING_CHECK_SECONDS
             if time.monotonic() >= next_beat:
                 self.write_heartbeat()
                 self._supervise()
@@ -404,11 +438,12 @@ class Daemon:
         observer = PollingObserver(timeout=1.0) if self.settings.polling else Observer()
         observer.schedule(_LandingHandler(self.landing, self.queue), str(self.landing),
                           recursive=False, event_filter=WATCHED_EVENTS)
+        identity = _identity(self.landing)  # before start: a later swap is then noticed
         try:
             observer.start()
         except OSError as exc:
             raise ConfigError(f"cannot watch the landing folder {self.landing}: {exc}") from exc
-        self._observer = observer
+        self._observer, self._watched = observer, identity
 
     def _stop_observer(self) -> None:
         observer, self._observer = self._observer, None
@@ -420,24 +455,52 @@ class Daemon:
         self._worker = threading.Thread(target=self._work, name="ecom-stream-worker", daemon=True)
         self._worker.start()
 
-    def _supervise(self) -> None:
-        """Restart a dead watcher (landing deleted and recreated, inotify trouble) or worker."""
-        observer = self._observer
-        if observer is None or not _watching(observer):
-            if not self._watch_broken:
-                logger.warning("the file watcher on %s stopped; restarting it", self.landing)
-            self._stop_observer()
-            try:
+    def _check_landing(self) -> None:
+        """Follow the landing path: restart the watcher when the folder there was replaced.
+
+        An inotify watch follows the folder, not its name: after ``mv landing landing.old &&
+        mkdir landing`` it keeps reporting files of landing.old, and after ``rm -rf landing``
+        it ends. A stat of the path per second compares its inode with the watched one.
+        """
+        identity = _identity(self.landing)
+        if identity is None and self.create_landing:
+            with contextlib.suppress(OSError):  # reported below if it stays missing
                 self.landing.mkdir(parents=True, exist_ok=True)
-                self._start_observer()
-            except (OSError, EcomStreamError) as exc:
-                if not self._watch_broken:
-                    logger.error("cannot watch %s (%s); retrying every %.0f s",
-                                 self.landing, exc, HEARTBEAT_SECONDS)
-                self._watch_broken = True
-            else:
-                self._watch_broken = False
-                self.request_rescan()
+                identity = _identity(self.landing)
+        if identity is None:
+            if not self._landing_missing:
+                logger.warning("the landing folder %s is gone; watching for it to come back "
+                               "(watch --create would recreate it)", self.landing)
+            self._landing_missing = True
+            return
+        observer = self._observer
+        if identity == self._watched and observer is not None and _watching(observer):
+            return
+        if self._watch_broken:
+            pass  # already reported; retried every second
+        elif self._landing_missing:
+            logger.info("the landing folder %s is back; watching it", self.landing)
+        elif identity != self._watched:
+            logger.info("the landing folder %s was replaced; watching the new one", self.landing)
+        else:
+            logger.warning("the file watcher on %s stopped; restarting it", self.landing)
+        self._landing_missing = False
+        self._stop_observer()
+        try:
+            self._start_observer()
+        except (OSError, EcomStreamError) as exc:
+            if not self._watch_broken:
+                logger.error("cannot watch %s (%s); retrying every %.0f s",
+                             self.landing, exc, LANDING_CHECK_SECONDS)
+            self._watch_broken = True
+            return
+        self._watch_broken = False
+        # Whatever is in the new folder (or arrived while none was watched) is found now.
+        self._rescan.set()
+        self.queue.wake.set()
+
+    def _supervise(self) -> None:
+        """Restart a dead worker (the watcher is looked after by :meth:`_check_landing`)."""
         worker = self._worker
         if worker is not None and not worker.is_alive() and not self.stop_event.is_set():
             logger.error("the worker thread died; restarting it")
@@ -639,6 +702,8 @@ def run_daemon(
     settings: Settings,
     stop_event: threading.Event | None = None,
     ready_callback: Callable[[], None] | None = None,
+    *,
+    create_landing: bool = False,
 ) -> int:
     """Run the watcher until SIGINT/SIGTERM (or ``stop_event``); returns the exit code.
 
@@ -652,7 +717,7 @@ def run_daemon(
         lock.acquire()
     except OSError as exc:  # the lake folder itself is not writable
         raise LakeError(f"cannot create the lock file {lake.lock_path}: {exc}") from exc
-    daemon = Daemon(settings, stop_event=stop_event)
+    daemon = Daemon(settings, stop_event=stop_event, create_landing=create_landing)
     try:
         with _stop_on_signals(daemon):
             daemon.open()

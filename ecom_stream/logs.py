@@ -10,6 +10,13 @@ from datetime import UTC, datetime
 __all__ = ["configure_logging"]
 
 NOISY = ("great_expectations", "py4j", "urllib3", "watchdog", "streamlit", "deltalake", "numexpr")
+# This GX module sets its own logger to INFO when imported (after us) and logs "Created
+# temporary directory ... for ephemeral docs site" at every context creation: a filter stays.
+GX_DOCS_LOGGER = "great_expectations.data_context.types.base"
+
+
+def _warnings_and_up(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,3 +50,4 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.setLevel(level.upper())
     for name in NOISY:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger(GX_DOCS_LOGGER).addFilter(_warnings_and_up)  # added once (same object)

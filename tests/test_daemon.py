@@ -164,10 +164,14 @@ def run_in_process(tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, FakeP
     """Start a Daemon on a thread with a fake pipeline; stops it (and checks it exits 0) after."""
     started: list[tuple[Daemon, threading.Thread, list[int]]] = []
 
-    def start(fake: FakePipeline, **changes: Any) -> tuple[Daemon, FakePipeline]:
-        settings = Settings(landing_dir=tmp_path / "landing", lake_dir=tmp_path / "lake",
-                            quiet_seconds=QUIET, retry_backoff_seconds=0.05, **changes)
-        daemon = Daemon(settings, pipeline_factory=fake.factory)
+    def start(
+        fake: FakePipeline, create_landing: bool = False, **changes: Any
+    ) -> tuple[Daemon, FakePipeline]:
+        if not create_landing:
+            (tmp_path / "landing").mkdir(exist_ok=True)
+        values = {"quiet_seconds": QUIET, "retry_backoff_seconds": 0.05, **changes}
+        settings = Settings(landing_dir=tmp_path / "landing", lake_dir=tmp_path / "lake", **values)
+        daemon = Daemon(settings, pipeline_factory=fake.factory, create_landing=create_landing)
         daemon.open()
         ready = threading.Event()
         codes: list[int] = []
@@ -211,6 +215,22 @@ def test_a_failing_batch_is_retried_one_by_one_and_the_culprit_quarantined(
     assert beat["files_processed"] == len(names) + 1 and beat["stopped"] is False
 
 
+def test_a_missing_landing_folder_is_refused_unless_create(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]]
+) -> None:
+    from ecom_stream.errors import ConfigError
+
+    settings = Settings(landing_dir=tmp_path / "typo", lake_dir=tmp_path / "lake")
+    with pytest.raises(ConfigError, match="does not exist: check --landing, or pass --create"):
+        Daemon(settings, pipeline_factory=FakePipeline().factory).open()
+    assert not (tmp_path / "typo").exists()
+
+    _, fake = run_in_process(FakePipeline(), create_landing=True)
+    assert (tmp_path / "landing").is_dir()
+    (tmp_path / "landing" / "orders_1.json").write_text("[]")
+    wait_until(lambda: "orders_1.json" in fake.done(), 30, "the file in the created folder")
+
+
 def test_a_transient_failure_loses_nothing(
     tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]]
 ) -> None:
@@ -221,6 +241,29 @@ def test_a_transient_failure_loses_nothing(
     _, fake = run_in_process(FakePipeline(fail_batches=1))
     wait_until(lambda: len(fake.done()) == 4, 30, "all four files")
     assert fake.quarantined == {}
+
+
+def test_the_stop_summary_counts_the_files_left_in_landing(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ecom_stream.daemon")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for i in range(3):
+        (landing / f"orders_{i}.json").write_text("[]")
+    (landing / ".orders_9.json.part").write_text("[")  # a producer's temporary file
+    # The micro-batch fails and its files wait for a long backoff: taken from the queue,
+    # still in landing when the stop comes.
+    daemon, _ = run_in_process(FakePipeline(fail_batches=1), retry_backoff_seconds=600)
+    wait_until(lambda: any("one by one" in r.getMessage() for r in caplog.records), 30,
+               "the failing micro-batch")
+    daemon.stop()
+    stopped = wait_until(
+        lambda: [m for r in caplog.records if (m := r.getMessage()).startswith("stopped:")] or None,
+        30, "the stop summary",
+    )
+    assert stopped == ["stopped: 0 file(s) processed, 3 left in landing for the next start"]
 
 
 @pytest.mark.parametrize("trigger", ["overflow", "periodic"])
@@ -399,6 +442,7 @@ def test_catch_up_then_stream_then_sigterm(
     assert daemon.stop() == 0, daemon.logs()
     ledger = read_ledger(lake)
     waiting = {p.name for p in landing.iterdir() if not p.name.startswith(".")}
+    assert f"{len(waiting)} left in landing" in daemon.logs(), daemon.logs()
     expected = {f.name.replace("orders", "orders_late", 1) for f in burst}
     assert expected <= waiting | set(ledger["file_name"]), "a file was lost"
     assert not (waiting & set(ledger["file_name"])), "a recorded file was left in landing"
@@ -477,6 +521,44 @@ def test_a_burst_of_500_files_is_merged_in_few_micro_batches(
     assert orders["micro_batch_files"].max() > 1
     assert Lake(lake).version("silver_orders") < 100
     assert daemon.stop() == 0, daemon.logs()
+
+
+@pytest.mark.slow
+def test_a_replaced_or_removed_landing_folder_is_followed(
+    tmp_path: Path, daemons: Callable[..., DaemonProcess]
+) -> None:
+    files = generate_files(tmp_path / "source", batches=3, orders=30, seed=8)  # products first
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    # No periodic rescan during the test: only the watcher can find the files in time.
+    daemon = daemons(landing, lake, {"ECOM_RESCAN_SECONDS": "3600"})
+    daemon.wait_ready()
+    drop(files[0], landing)
+    wait_for_outcomes(lake, [files[0].name])
+
+    # Replaced by a new folder (the old one kept under another name).
+    landing.rename(tmp_path / "landing.old")
+    landing.mkdir()
+    drop(files[1], landing)
+    wait_for_outcomes(lake, [files[1].name], timeout=60)
+
+    # Removed and recreated.
+    shutil.rmtree(landing)
+    landing.mkdir()
+    drop(files[2], landing)
+    wait_for_outcomes(lake, [files[2].name], timeout=60)
+
+    # Removed for good: one warning, no crash, not recreated; back when it is back.
+    shutil.rmtree(landing)
+    wait_until(lambda: "is gone" in daemon.logs(), 30, "the warning")
+    time.sleep(3)
+    assert daemon.proc.poll() is None and not landing.exists()
+    assert daemon.logs().count("is gone") == 1, daemon.logs()
+    landing.mkdir()
+    drop(files[3], landing)
+    ledger = wait_for_outcomes(lake, [files[3].name], timeout=60)
+    assert set(ledger["outcome"]) == {"merged"}, ledger[["file_name", "outcome"]]
+    assert daemon.stop() == 0, daemon.logs()
+    assert "0 left in landing" in daemon.logs()
 
 
 def ledger_commits(lake: Path) -> int:
