@@ -757,7 +757,8 @@ def _keep_unread(source: Path, target: Path) -> bool:
     try:
         os.rename(source, target)
     except OSError as exc:
-        logger.warning("cannot move %s into quarantine (%s): it stays in landing", source, exc)
+        # %r: the name may hold a line break
+        logger.warning("cannot move %r into quarantine (%s): it stays in landing", str(source), exc)
         return False
     return True
 
