@@ -130,8 +130,11 @@ def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
     if args.as_name is not None and (args.all or len(args.names) != 1):
         raise UsageError("--as renames one file: name exactly one quarantined file, not --all")
     moved = requeue(settings, None if args.all else args.names, as_name=args.as_name)
+    from ecom_stream.read import display_name
+
     for src, dst in moved:
-        print(f"requeued {src.name} -> {dst}")
+        # display_name: the restored name may hold a line break or bytes that are not UTF-8.
+        print(f"requeued {src.name} -> {dst.parent / display_name(dst.name)}")
     print(f"requeued {len(moved)} file(s); they are processed like new ones")
     return EXIT_OK
 

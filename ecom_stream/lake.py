@@ -203,6 +203,18 @@ class Lake:
     def raw_path(self, batch_id: str, name: str) -> Path:
         return self.raw_dir / batch_id[:2] / batch_id / name
 
+    @property
+    def raw_tmp_dir(self) -> Path:
+        """Where raw files are written before their rename into place: one folder to clean
+        after a crash, however many batches raw/ holds."""
+        return self.raw_dir / ".tmp"
+
+    def write_raw_file(self, batch_id: str, name: str, data: bytes) -> Path:
+        """Write a file of a batch's raw folder (not fsync'd: synced once per micro-batch)."""
+        target = self.raw_path(batch_id, name)
+        atomic_write(target, data, durable=False, tmp_dir=self.raw_tmp_dir)
+        return target
+
     # -- tables ---------------------------------------------------------------------------
     def ensure_tables(self) -> None:
         """Create every missing table (empty, with its schema and partitioning)."""
@@ -566,12 +578,9 @@ class Lake:
         target = self.raw_path(batch_id, name)
         if not target.exists():
             try:
-                atomic_write(target, data, durable=False)  # synced once per micro-batch
-                atomic_write(
-                    target.parent / "meta.json",
-                    json.dumps(dict(meta), indent=2).encode(),
-                    durable=False,
-                )
+                self.write_raw_file(batch_id, name, data)
+                meta_json = json.dumps(dict(meta), indent=2).encode()
+                self.write_raw_file(batch_id, "meta.json", meta_json)
             except OSError as exc:
                 raise LakeError(
                     f"cannot keep the raw copy {target}: {exc.strerror or exc}; the file "
@@ -657,19 +666,31 @@ class Lake:
     def remove_stale_temp_files(self) -> int:
         """Delete the partial files a writer that died (or hit a full disk) left in ``raw/``
         and ``quarantine/``; returns how many. Only for the process holding the writer lock:
-        no other process writes there, and this one's own temporary files are kept."""
+        no other process writes there, and this one's own temporary files are kept.
+
+        Two flat folders are listed (raw files are written in ``raw/.tmp``), so this does not
+        grow with the lake; a lake written before that is swept in full once (a marker)."""
         removed = 0
         mine = str(os.getpid())
-        for top in (self.raw_dir, self.quarantine_dir):
-            for folder, dirs, files in os.walk(top):
-                if Path(folder) == self.quarantine_dir:
-                    dirs[:] = []  # quarantine/_records is a Delta table: not ours to clean
-                for name in files:
-                    match = TEMP_NAME.match(name)
-                    if match and match.group(1) != mine:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(os.path.join(folder, name))
-                            removed += 1
+        folders = [self.raw_tmp_dir, self.quarantine_dir]
+        swept = self.daemon_dir / "raw-temp-files-swept"
+        if not swept.exists() and self.raw_dir.is_dir():
+            folders += [Path(f) for f, _, _ in os.walk(self.raw_dir)]
+        for folder in folders:
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                match = TEMP_NAME.match(name)
+                if match and match.group(1) != mine:
+                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                        os.unlink(os.path.join(folder, name))
+                        removed += 1
+        if not swept.exists():
+            with contextlib.suppress(OSError):  # swept again next time
+                swept.parent.mkdir(parents=True, exist_ok=True)
+                swept.touch()
         if removed:
             logger.info("removed %d partial file(s) left by an interrupted write", removed)
         return removed
@@ -737,16 +758,24 @@ def _keep_unread(source: Path, target: Path) -> bool:
     try:
         os.rename(source, target)
     except OSError as exc:
-        logger.warning("cannot move %s into quarantine (%s): it stays in landing", source, exc)
+        # %r: the name may hold a line break
+        logger.warning("cannot move %r into quarantine (%s): it stays in landing", str(source), exc)
         return False
     return True
 
 
-def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write(
+    target: Path, data: bytes, *, durable: bool = True, tmp_dir: Path | None = None
+) -> None:
     """Write to a temporary name (fsync'd when ``durable``), then rename: readers never see
-    half a file, and a durable file survives a power cut once this returns."""
+    half a file, and a durable file survives a power cut once this returns. ``tmp_dir`` (on
+    the same filesystem) holds the temporary file instead of the target's folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    if tmp_dir is None:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    else:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f".{target.parent.name[:16]}-{target.name}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)

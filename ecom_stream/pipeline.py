@@ -390,15 +390,8 @@ class Pipeline:
                 return None  # recorded already; it stays until its cause is fixed
             self._remove_source(path, batch_id, arrival)
             return FileOutcome(display_name(path.name), kind.entity, batch_id, arrival, "recovered")
-        fix = (
-            FIX_LINK
-            if path.is_symlink()
-            else FIX_NAME
-            if kind.action == "quarantine"
-            else FIX_OUTSIDE
-            if path.is_file()
-            else FIX_SPECIAL
-        )
+        # The hint follows the reason (why it was not read), even when the name is bad too.
+        fix = FIX_LINK if path.is_symlink() else FIX_OUTSIDE if path.is_file() else FIX_SPECIAL
         return self._quarantine_unread(
             path, kind, data, batch_id, arrival, reason, received, fix=fix
         )
@@ -774,9 +767,10 @@ class Pipeline:
             self.lake.append("ledger", ledger_rows(outcomes, versions, files))
 
     def _store_gx_result(self, parsed: ParsedFile, report: Any) -> None:
-        target = self.lake.raw_path(parsed.batch_id, parsed.name).parent / "gx_result.json"
         # Derived data (the ledger and quality table hold the verdict): no fsync needed.
-        atomic_write(target, orjson.dumps(report.to_json(), default=str), durable=False)
+        self.lake.write_raw_file(
+            parsed.batch_id, "gx_result.json", orjson.dumps(report.to_json(), default=str)
+        )
 
     def _remove_source(self, path: Path, batch_id: str, arrival: str) -> None:
         """Remove a handled file from landing, unless a producer replaced it meanwhile."""

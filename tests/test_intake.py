@@ -48,7 +48,10 @@ def test_an_empty_file_is_kept_listed_and_requeueable(settings: Settings) -> Non
 
 
 def test_odd_names_are_quarantined_and_never_stop_the_others(
-    settings: Settings, write_batch: Callable[..., Path], caplog: pytest.LogCaptureFixture
+    settings: Settings,
+    write_batch: Callable[..., Path],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     land = settings.landing_dir
     long_name = "orders-" + "a" * 242 + ".json"  # 254 bytes: fits landing, not the lake's suffixes
@@ -75,8 +78,10 @@ def test_odd_names_are_quarantined_and_never_stop_the_others(
     assert any("orders-2\\nINFO forged.json: quarantined" in line for line in lines)
     record = logging.LogRecord("ecom_stream", logging.INFO, "", 0, lines[0], None, None)
     assert "\n" not in JsonFormatter().format(record)
-    # requeue puts each file back under its exact name.
-    requeue(settings, None)
+    # requeue puts each file back under its exact name (and prints each on one line).
+    capsys.readouterr()
+    assert main(["--lake", str(settings.lake_dir), "--landing", str(land), "requeue", "--all"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
     assert sorted(os.fsencode(p.name) for p in land.iterdir()) == sorted(
         os.fsencode(n) for n in (long_name, not_utf8, newline)
     )

@@ -427,16 +427,22 @@ def test_partial_raw_copies_never_stay_in_raw(
     assert (settings.landing_dir / "orders-1.json").exists()
 
     # A writer killed mid-write (another process) leaves its temporary file: the next writer
-    # removes it at start-up, and only files of that naming pattern.
+    # removes it at start-up, and only files of that naming pattern. Raw files are written
+    # in raw/.tmp; the batch folders of a lake written before that are swept once.
     folder = raw / "ab" / ("ab" + "0" * 62)
     folder.mkdir(parents=True)
-    stale = folder / ".orders-9.json.4194301.tmp"
-    stale.write_bytes(b"[{")
+    legacy = folder / ".orders-9.json.4194301.tmp"
+    legacy.write_bytes(b"[{")
     kept = folder / "orders-9.json"
     kept.write_bytes(b"[]")
+    stale = raw / ".tmp" / ".ab0000-orders-7.json.4194301.tmp"
+    stale.write_bytes(b"[{")
     (settings.lake_dir / "quarantine").mkdir(exist_ok=True)
     stale_reason = settings.lake_dir / "quarantine" / ".orders-8.json.reason.json.4194301.tmp"
     stale_reason.write_bytes(b"{")
+    (settings.lake_dir / "_daemon" / "raw-temp-files-swept").unlink()  # an older lake
     summary = run_backfill(settings, progress=False)
     assert summary.outcomes == {"merged": 1}
-    assert not stale.exists() and not stale_reason.exists() and kept.exists()
+    assert not stale.exists() and not stale_reason.exists() and not legacy.exists()
+    assert kept.exists() and (settings.lake_dir / "_daemon" / "raw-temp-files-swept").exists()
+    assert [p.name for p in (raw / ".tmp").iterdir()] == []
