@@ -312,3 +312,13 @@ def test_bounds_come_from_the_settings() -> None:
         assert not any(m[0] for m in clean.row_rules(entity, t).values()), entity
     env = Settings.from_sources({"ECOM_MAX_TOTAL": "5e12", "ECOM_MAX_QUANTITY": "10"})
     assert env.max_total == 5e12 and env.max_quantity == 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from("aZ3 '\u2019-\u00e9\u00df_\t"), max_size=12))
+def test_title_case_is_idempotent_and_agrees_with_str_title_without_digits(text: str) -> None:
+    titled = clean.title_case(text)
+    assert clean.title_case(titled) == titled
+    assert titled.casefold() == " ".join(text.split()).casefold()
+    if not any(c.isdigit() or c in "'\u2019" for c in text):
+        assert titled == " ".join(text.split()).title()
