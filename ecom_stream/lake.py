@@ -6,17 +6,21 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from deltalake import (
     CommitProperties,
     DeltaTable,
@@ -28,7 +32,7 @@ from deltalake import (
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from ecom_stream import schema as S
-from ecom_stream.errors import LakeCommitError, LakeError
+from ecom_stream.errors import LakeCommitError, LakeDamagedError, LakeError
 
 __all__ = ["TABLES", "Lake", "TableSpec", "key_ranges_predicate"]
 
@@ -112,6 +116,12 @@ SILVER = {"products": "silver_products", "orders": "silver_orders"}
 BRONZE = {"products": "bronze_products", "orders": "bronze_orders"}
 GOLD_WATERMARK_APP = "ecom-stream:gold:{table}"
 MAX_KEY_RANGES = 16
+# The way out of a damaged lake: raw/ holds every file ever received, so a replay gives the
+# tables back (the damaged lake stays as it is, for inspection).
+REBUILD_FIX = (
+    "stop writing to it and rebuild it from raw/ with `ecom-stream rebuild --into NEW` "
+    "(NEW a new folder), then use NEW as the lake"
+)
 
 
 def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX_KEY_RANGES) -> str:
@@ -190,20 +200,30 @@ class Lake:
     def inflight_path(self) -> Path:
         return self.daemon_dir / "inflight.json"
 
+    @property
+    def versions_path(self) -> Path:
+        """The table versions a writer left after its last ledger commit (damage check)."""
+        return self.daemon_dir / "versions.json"
+
     def raw_path(self, batch_id: str, name: str) -> Path:
         return self.raw_dir / batch_id[:2] / batch_id / name
 
     # -- tables ---------------------------------------------------------------------------
     def ensure_tables(self) -> None:
-        """Create every missing table (empty, with its schema and partitioning)."""
+        """Open every table, refusing a damaged lake before anything is written, and create
+        every missing table (empty, with its schema and partitioning)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        for name in TABLES:
+            if name not in self._handles and DeltaTable.is_deltatable(str(self.path(name))):
+                self._handles[name] = self._open(name)
+        problems = self.version_problems()
+        if problems:
+            raise LakeDamagedError(problems[0][1])
         for name, spec in TABLES.items():
-            if name in self._handles:
-                continue
             path = self.path(name)
             try:
-                if DeltaTable.is_deltatable(str(path)):
-                    self._handles[name] = _upgraded(DeltaTable(str(path)), spec)
+                if name in self._handles:
+                    self._handles[name] = _upgraded(self._handles[name], spec)
                 else:
                     path.mkdir(parents=True, exist_ok=True)
                     self._handles[name] = DeltaTable.create(
@@ -226,16 +246,162 @@ class Lake:
         if handle is not None and self.writer and not refresh:
             return handle
         if handle is None:
-            try:
-                handle = DeltaTable(str(self.path(name)))
-            except TableNotFoundError:
-                raise LakeError(
-                    f"no table at {self.path(name)}: run a backfill or the daemon first"
-                ) from None
+            handle = self._open(name)
             self._handles[name] = handle
         else:
-            handle.update_incremental()
+            try:
+                handle.update_incremental()
+            except DeltaError as exc:
+                raise LakeDamagedError(self._damaged(name, _log_cause(exc))) from exc
         return handle
+
+    def _open(self, name: str, version: int | None = None) -> DeltaTable:
+        """Load a table's log; a log Delta cannot load (a gap, a broken commit) is damage."""
+        try:
+            return DeltaTable(str(self.path(name)), version=version)
+        except TableNotFoundError:
+            raise LakeError(
+                f"no table at {self.path(name)}: run a backfill or the daemon first"
+            ) from None
+        except DeltaError as exc:
+            raise LakeDamagedError(self._damaged(name, _log_cause(exc))) from exc
+        except OSError as exc:
+            raise LakeError(f"cannot open table {self.path(name)}: {exc}") from exc
+
+    # -- damage ---------------------------------------------------------------------------
+    def _damaged(self, name: str, problem: str) -> str:
+        return f"table {self.path(name)} is damaged: {problem}; {REBUILD_FIX}"
+
+    @contextlib.contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """Turn a data file that cannot be read (missing, truncated) into a one-line error
+        naming the table and the way out; other errors pass unchanged."""
+        try:
+            yield
+        except (OSError, pa.ArrowException, DeltaError) as exc:
+            cause = _file_cause(exc)
+            if cause is None:
+                if isinstance(exc, OSError | DeltaError):
+                    raise LakeError(f"cannot read {self.path(name)}: {exc}") from exc
+                raise
+            raise LakeDamagedError(self._damaged(name, cause)) from exc
+
+    def recorded_versions(self) -> dict[str, int]:
+        """The newest version of each table the writer recorded: the versions in the newest
+        ledger row(s), and for the ledger itself (the last commit of a micro-batch, which no
+        ledger row can record) the marker left after every ledger commit.
+
+        Cheap: one small JSON file and the ledger's newest data file, never the whole ledger.
+        """
+        recorded: dict[str, int] = {}
+        try:
+            marker = json.loads(self.versions_path.read_text())["versions"]
+        except (OSError, ValueError, KeyError, TypeError):
+            marker = {}
+        for name, version in dict(marker).items() if isinstance(marker, dict) else ():
+            if name in TABLES and isinstance(version, int):
+                recorded[name] = version
+        if "ledger" in self._handles:
+            for name, version in self._newest_ledger_versions().items():
+                recorded[name] = max(version, recorded.get(name, -1))
+        return recorded
+
+    def _newest_ledger_versions(self) -> dict[str, int]:
+        dt = self._handles["ledger"]
+        actions = dt.get_add_actions(flatten=True)
+        paths = actions.column("path").to_pylist()
+        if not paths:
+            return {}
+        stamps = actions.column("modification_time").to_pylist()
+        newest = max(range(len(paths)), key=lambda i: (stamps[i], paths[i]))
+        with self._reading("ledger"):
+            rows = pq.read_table(
+                self._local_file("ledger", paths[newest]),
+                columns=["finished_at", "table_versions"],
+            )
+        if rows.num_rows == 0:
+            return {}
+        last = rows.filter(pc.equal(rows["finished_at"], pc.max(rows["finished_at"])))
+        found: dict[str, int] = {}
+        for text in set(last.column("table_versions").to_pylist()):
+            try:
+                versions = json.loads(text or "{}")
+            except ValueError:
+                continue
+            for name, version in versions.items():
+                if name in TABLES and isinstance(version, int):
+                    found[name] = max(version, found.get(name, -1))
+        return found
+
+    def version_problems(self) -> list[tuple[str, str]]:
+        """(table, message) for every table whose log is older than what was recorded (a
+        deleted newest commit file, or a table folder gone). Older commit files expiring
+        under the log retention are not damage: only the newest version counts."""
+        problems = []
+        for name, recorded in sorted(self.recorded_versions().items()):
+            handle = self._handles.get(name)
+            if handle is None:
+                if recorded > 0 and not DeltaTable.is_deltatable(str(self.path(name))):
+                    problems.append(
+                        (name, self._damaged(name, f"it is gone (version {recorded} recorded)"))
+                    )
+                continue
+            current = handle.version()
+            if current < recorded:
+                problem = (
+                    f"its log ends at version {current} but version {recorded} was recorded "
+                    "(a commit file in _delta_log was deleted)"
+                )
+                problems.append((name, self._damaged(name, problem)))
+        return problems
+
+    def note_versions(self) -> None:
+        """Record the versions of the open tables (after a ledger commit): the only record of
+        the ledger's own newest version. Never above a real version: written after commits."""
+        versions = {name: dt.version() for name, dt in self._handles.items()}
+        try:
+            before = json.loads(self.versions_path.read_text())["versions"]
+            for name, version in dict(before).items():
+                if name in versions and isinstance(version, int):
+                    versions[name] = max(versions[name], version)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        # Not fsync'd: the pipeline syncs the filesystem after the ledger commit; a lost
+        # marker only weakens the check, it never raises a false alarm.
+        atomic_write(
+            self.versions_path, json.dumps({"versions": versions}).encode(), durable=False
+        )
+
+    def file_problems(self, name: str) -> list[str]:
+        """Data files of the table's current version that are missing or of another size
+        than the log says (one ``stat`` per file: for ``status``, not for every batch)."""
+        actions = self.table(name).get_add_actions(flatten=True)
+        missing, wrong = [], []
+        for rel, size in zip(
+            actions.column("path").to_pylist(),
+            actions.column("size_bytes").to_pylist(),
+            strict=True,
+        ):
+            try:
+                actual = os.stat(self._local_file(name, rel)).st_size
+            except FileNotFoundError:
+                missing.append(rel)
+                continue
+            if size is not None and actual != size:
+                wrong.append(f"{rel} ({actual:,} bytes, the log says {size:,})")
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} data file(s) missing, e.g. {missing[0]}")
+        if wrong:
+            problems.append(f"{len(wrong)} data file(s) of the wrong size, e.g. {wrong[0]}")
+        return [self._damaged(name, "; ".join(problems))] if problems else []
+
+    def _local_file(self, name: str, rel: str) -> str:
+        if rel.startswith("file://"):
+            return unquote(rel[len("file://") :])
+        if os.path.isabs(rel):
+            return rel
+        return str(self.path(name) / unquote(rel))
 
     def version(self, name: str) -> int:
         return self.table(name).version()
@@ -260,12 +426,12 @@ class Lake:
     ) -> pa.Table:
         """Read a table: ``files`` is a SQL predicate that prunes files (partitions, stats),
         ``rows`` an Arrow expression filtering rows."""
-        if version is None:
-            dt = self.table(name, refresh=refresh)
-        else:
-            dt = DeltaTable(str(self.path(name)), version=version)
-        dataset = dt.to_pyarrow_dataset(filesystem=self._fs(name), file_pruning_predicate=files)
-        return dataset.to_table(columns=list(columns) if columns else None, filter=rows)
+        dt = self.table(name, refresh=refresh) if version is None else self._open(name, version)
+        with self._reading(name):
+            dataset = dt.to_pyarrow_dataset(
+                filesystem=self._fs(name), file_pruning_predicate=files
+            )
+            return dataset.to_table(columns=list(columns) if columns else None, filter=rows)
 
     def read_pandas(self, name: str, **kwargs: Any) -> pd.DataFrame:
         return self.read(name, **kwargs).to_pandas()
@@ -314,6 +480,8 @@ class Lake:
     ) -> None:
         """Append rows; ``txns`` are app ids recorded in the same commit (idempotency marks)."""
         self._write(name, data, mode="append", txns=txns, metadata=metadata)
+        if name == "ledger":
+            self.note_versions()
 
     def replace_where(
         self,
@@ -377,6 +545,11 @@ class Lake:
         except CommitFailedError as exc:
             raise LakeCommitError(f"{action} {self.path(name)} failed: {exc}") from exc
         except (DeltaError, OSError) as exc:
+            # A merge or compaction reads the table's data files: one missing or truncated is
+            # damage, not a transient failure.
+            cause = _file_cause(exc)
+            if cause is not None:
+                raise LakeDamagedError(self._damaged(name, cause)) from exc
             raise LakeError(f"{action} {self.path(name)} failed: {exc}") from exc
 
     def _arrow(self, name: str, data: pa.Table | pd.DataFrame) -> pa.Table:
@@ -610,6 +783,37 @@ class Lake:
             for p in self.quarantine_dir.iterdir()
             if not p.name.endswith(".reason.json") and not p.name.startswith((".", "_"))
         )
+
+
+_PARQUET_NAME = re.compile(r"[^\s/'\"]+\.parquet")
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _log_cause(exc: BaseException) -> str:
+    """Why Delta could not load a table's log, in a few words."""
+    text = str(exc)
+    if "contiguous" in text or "gap" in text:
+        return "its _delta_log has a gap (a commit file was deleted)"
+    return f"its _delta_log cannot be read ({_short(exc)})"
+
+
+def _file_cause(exc: BaseException) -> str | None:
+    """The damage behind a read error (a data file missing or unreadable), or None when the
+    error is of another kind."""
+    text = str(exc)
+    found = _PARQUET_NAME.search(text)
+    name = found.group(0) if found else None
+    if isinstance(exc, FileNotFoundError) or (
+        "parquet" in text.lower() and ("not found" in text or "No such file" in text)
+    ):
+        return f"a data file is missing ({name or _short(exc)})"
+    if "parquet" in text.lower():
+        return f"a data file cannot be read, truncated or corrupt ({name or _short(exc)})"
+    return None
 
 
 def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
