@@ -122,6 +122,8 @@ REBUILD_FIX = (
     "stop writing to it and rebuild it from raw/ with `ecom-stream rebuild --into NEW` "
     "(NEW a new folder), then use NEW as the lake"
 )
+# Lakes a rebuild in this process is filling (its own Pipeline must open them; nobody else).
+_REBUILDS_IN_PROGRESS: set[Path] = set()
 
 
 def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX_KEY_RANGES) -> str:
@@ -205,6 +207,11 @@ class Lake:
         """The table versions a writer left after its last ledger commit (damage check)."""
         return self.daemon_dir / "versions.json"
 
+    @property
+    def rebuild_marker_path(self) -> Path:
+        """Present while a rebuild fills this lake; left behind if it was killed."""
+        return self.root / "_rebuild_incomplete.json"
+
     def raw_path(self, batch_id: str, name: str) -> Path:
         return self.raw_dir / batch_id[:2] / batch_id / name
 
@@ -213,6 +220,7 @@ class Lake:
         """Open every table, refusing a damaged lake before anything is written, and create
         every missing table (empty, with its schema and partitioning)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.refuse_incomplete_rebuild()
         for name in TABLES:
             if name not in self._handles and DeltaTable.is_deltatable(str(self.path(name))):
                 self._handles[name] = self._open(name)
@@ -285,6 +293,28 @@ class Lake:
                     raise LakeError(f"cannot read {self.path(name)}: {exc}") from exc
                 raise
             raise LakeDamagedError(self._damaged(name, cause)) from exc
+
+    def refuse_incomplete_rebuild(self) -> None:
+        """Writers refuse a lake that a rebuild was filling and did not finish."""
+        if self.rebuild_marker_path.exists() and self.root not in _REBUILDS_IN_PROGRESS:
+            raise LakeDamagedError(incomplete_rebuild_message(self.root))
+
+    @contextlib.contextmanager
+    def rebuilding(self) -> Iterator[None]:
+        """Mark this (new, empty) lake incomplete until the block finishes: the marker is
+        written before anything else and removed only on success, so a rebuild killed
+        half-way leaves a lake that ``status`` reports and writers refuse."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.rebuild_marker_path,
+            json.dumps({"started_at": time.time(), "pid": os.getpid()}).encode(),
+        )
+        _REBUILDS_IN_PROGRESS.add(self.root)
+        try:
+            yield
+        finally:
+            _REBUILDS_IN_PROGRESS.discard(self.root)
+        self.rebuild_marker_path.unlink()
 
     def recorded_versions(self) -> dict[str, int]:
         """The newest version of each table the writer recorded: the versions in the newest
@@ -783,6 +813,17 @@ class Lake:
             for p in self.quarantine_dir.iterdir()
             if not p.name.endswith(".reason.json") and not p.name.startswith((".", "_"))
         )
+
+
+INCOMPLETE_REBUILD = "incomplete rebuild (`ecom-stream rebuild --into` did not finish)"
+
+
+def incomplete_rebuild_fix(root: Path) -> str:
+    return f"rerun `ecom-stream rebuild --into NEW` into a new folder, or remove {root}"
+
+
+def incomplete_rebuild_message(root: Path) -> str:
+    return f"{root} is an {INCOMPLETE_REBUILD}: {incomplete_rebuild_fix(root)}"
 
 
 _PARQUET_NAME = re.compile(r"[^\s/'\"]+\.parquet")

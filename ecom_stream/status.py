@@ -9,7 +9,7 @@ from typing import Any
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError, LakeDamagedError
-from ecom_stream.lake import REBUILD_FIX, TABLES, Lake
+from ecom_stream.lake import INCOMPLETE_REBUILD, REBUILD_FIX, TABLES, Lake, incomplete_rebuild_fix
 from ecom_stream.read import classify
 
 __all__ = ["backlog", "damage", "heartbeat", "lake_status", "quarantine_list"]
@@ -61,9 +61,12 @@ def quarantine_list(lake: Lake) -> list[dict[str, Any]]:
 
 
 def damage(lake: Lake) -> list[dict[str, Any]]:
-    """Everything damaged in the lake, as ``{"table", "problem", "fix"}``: a table log that
-    cannot be loaded or went back below the version the writer recorded, and data files
-    missing or of another size than the log says (a ``stat`` each)."""
+    """Everything damaged in the lake, as ``{"table", "problem", "fix"}``: an unfinished
+    rebuild, a table log that cannot be loaded or went back below the version the writer
+    recorded, and data files missing or of another size than the log says (a ``stat`` each)."""
+    if lake.rebuild_marker_path.exists():
+        fix = incomplete_rebuild_fix(lake.root)
+        return [{"table": None, "problem": INCOMPLETE_REBUILD, "fix": fix}]
     found: dict[str, str] = {}
     for name in TABLES:
         if not lake.path(name).is_dir():

@@ -11,11 +11,13 @@ import pytest
 from conftest import run_cli
 from deltalake import DeltaTable
 
+from ecom_stream import pipeline as pipeline_module
 from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
 from ecom_stream.daemon import Daemon
-from ecom_stream.errors import LakeDamagedError
+from ecom_stream.errors import ConfigError, LakeDamagedError
 from ecom_stream.lake import Lake
+from ecom_stream.rebuild import rebuild
 from ecom_stream.report import build_report
 from ecom_stream.status import lake_status
 
@@ -209,6 +211,48 @@ def test_status_checks_every_data_file_exists_with_its_size(filled: Settings) ->
     assert set(damage) == {"bronze/orders", "quality/validations"}
     assert "missing" in damage["bronze/orders"]
     assert "size" in damage["quality/validations"]
+
+
+# -- an unfinished rebuild --------------------------------------------------------------------
+def test_an_interrupted_rebuild_is_marked_incomplete_and_refused(
+    filled: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "rebuilt"
+    commit = pipeline_module.Pipeline._commit_microbatch
+    calls = {"n": 0}
+
+    def dies_on_the_second(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as good as a kill: the rebuild stops half-way
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module.Pipeline, "_commit_microbatch", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild(filled.replace(microbatch_max_files=1), target)
+    monkeypatch.undo()
+
+    partial = filled.replace(lake_dir=target)
+    damage = lake_status(partial)["damage"]
+    assert len(damage) == 1 and "incomplete rebuild" in damage[0]["problem"]
+    assert FIX in damage[0]["fix"] and "remove" in damage[0]["fix"]
+    result = run_cli("--lake", str(target), "status")
+    assert result.returncode == 1 and "incomplete rebuild" in result.stdout
+
+    with pytest.raises(LakeDamagedError, match=r"incomplete rebuild.*rebuild --into.*remove"):
+        run_backfill(partial, progress=False)
+    with pytest.raises(LakeDamagedError, match="incomplete rebuild"):
+        Daemon(partial).open()
+    watch = run_cli("--landing", str(filled.landing_dir), "--lake", str(target), "watch")
+    assert watch.returncode == 1
+    assert "incomplete rebuild" in one_line_error(watch.stderr)
+    with pytest.raises(ConfigError, match="not empty"):
+        rebuild(filled, target)
+
+    fresh = tmp_path / "rebuilt-2"
+    rebuild(filled, fresh)
+    assert lake_status(filled.replace(lake_dir=fresh))["damage"] == []
+    assert not any(p.name.startswith("_rebuild") for p in fresh.iterdir())
 
 
 def test_the_daemon_stops_on_damage_and_quarantines_nothing(tmp_path: Path) -> None:
