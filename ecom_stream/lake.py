@@ -386,8 +386,9 @@ class Lake:
         return problems
 
     def note_versions(self) -> None:
-        """Record the versions of the open tables (after a ledger commit): the only record of
-        the ledger's own newest version. Never above a real version: written after commits."""
+        """Record the versions of the open tables: the only record of the ledger's own newest
+        version. Call it after the commits are durable (the writer: after its filesystem
+        sync), so that the record is never above a version even after a power cut."""
         versions = {name: dt.version() for name, dt in self._handles.items()}
         try:
             before = json.loads(self.versions_path.read_text())["versions"]
@@ -396,8 +397,7 @@ class Lake:
                     versions[name] = max(versions[name], version)
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        # Not fsync'd: the pipeline syncs the filesystem after the ledger commit; a lost
-        # marker only weakens the check, it never raises a false alarm.
+        # Not fsync'd: a lost or older record only weakens the check, never raises a false alarm.
         atomic_write(
             self.versions_path, json.dumps({"versions": versions}).encode(), durable=False
         )
@@ -510,8 +510,6 @@ class Lake:
     ) -> None:
         """Append rows; ``txns`` are app ids recorded in the same commit (idempotency marks)."""
         self._write(name, data, mode="append", txns=txns, metadata=metadata)
-        if name == "ledger":
-            self.note_versions()
 
     def replace_where(
         self,
