@@ -204,7 +204,7 @@ class Lake:
 
     @property
     def versions_path(self) -> Path:
-        """The table versions a writer left after its last ledger commit (damage check)."""
+        """The table versions a writer left after its last micro-batch (damage check)."""
         return self.daemon_dir / "versions.json"
 
     @property
@@ -272,6 +272,11 @@ class Lake:
                 f"no table at {self.path(name)}: run a backfill or the daemon first"
             ) from None
         except DeltaError as exc:
+            if version is not None:
+                # Old versions expire with their commit files (see LOG_RETENTION): not damage.
+                raise LakeError(
+                    f"cannot load version {version} of {self.path(name)}: {_short(exc)}"
+                ) from exc
             raise LakeDamagedError(self._damaged(name, _log_cause(exc))) from exc
         except OSError as exc:
             raise LakeError(f"cannot open table {self.path(name)}: {exc}") from exc
@@ -319,7 +324,7 @@ class Lake:
     def recorded_versions(self) -> dict[str, int]:
         """The newest version of each table the writer recorded: the versions in the newest
         ledger row(s), and for the ledger itself (the last commit of a micro-batch, which no
-        ledger row can record) the marker left after every ledger commit.
+        ledger row can record) the marker the writer leaves after every micro-batch.
 
         Cheap: one small JSON file and the ledger's newest data file, never the whole ledger.
         """
@@ -342,8 +347,19 @@ class Lake:
         paths = actions.column("path").to_pylist()
         if not paths:
             return {}
+        # The file holding the newest row: by its finished_at statistics (a compaction may
+        # have rewritten older rows into a newer file), else by modification time.
         stamps = actions.column("modification_time").to_pylist()
-        newest = max(range(len(paths)), key=lambda i: (stamps[i], paths[i]))
+        names = actions.column_names
+        finished = (
+            actions.column("max.finished_at").to_pylist()
+            if "max.finished_at" in names
+            else [None] * len(paths)
+        )
+        newest = max(
+            range(len(paths)),
+            key=lambda i: (finished[i] is not None, finished[i] or 0, stamps[i], paths[i]),
+        )
         with self._reading("ledger"):
             rows = pq.read_table(
                 self._local_file("ledger", paths[newest]),
