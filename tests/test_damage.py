@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 from deltalake import DeltaTable
 
 from ecom_stream import pipeline as pipeline_module
@@ -296,3 +301,35 @@ def test_the_daemon_stops_on_damage_and_quarantines_nothing(tmp_path: Path) -> N
     assert len(raised) == 1 and isinstance(raised[0], LakeDamagedError), raised
     assert "silver/orders" in str(raised[0])
     assert DamagedLake.calls == 1 and waiting.exists()
+
+
+@pytest.mark.slow
+def test_a_rebuild_killed_by_sigkill_is_reported_incomplete(
+    settings: Settings, write_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    write_batch("products-1.json", [product(i) for i in range(1, 6)])
+    for i in range(30):
+        write_batch(f"orders-{i:03d}.json", [order(10 * i + k) for k in range(10)])
+    run_backfill(settings, progress=False)
+    target = tmp_path / "rebuilt"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_MICROBATCH_MAX_FILES": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecom_stream", "--lake", str(settings.lake_dir),
+         "rebuild", "--into", str(target)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    ledger_log = target / "_ledger" / "_delta_log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger_log.exists() and len(list(ledger_log.glob("*.json"))) > 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the rebuild finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    result = run_cli("--lake", str(target), "status")
+    assert result.returncode == 1 and "incomplete rebuild" in result.stdout
+    backfill = run_cli("--lake", str(target), "backfill", "--no-progress")
+    assert backfill.returncode == 1
+    assert "incomplete rebuild" in one_line_error(backfill.stderr)
