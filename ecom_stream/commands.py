@@ -67,11 +67,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     status = lake_status(settings)
     if args.json:
         _print_json(status)
-        return EXIT_OK
+        return _damage_exit(status["damage"])
     print(f"lake     {status['lake']}")
     print(f"landing  {status['landing']} ({status['backlog']} files waiting)")
     if status.get("message"):
         print(status["message"])
+    for item in status["damage"]:
+        print(f"damaged  {item['table'] or status['lake']}: {item['problem']}")
+    if status["damage"]:
+        print(f"way out: {status['damage'][0]['fix']}")
     if status["tables"]:
         print(f"\n{'table':<26}{'version':>8}{'rows':>12}{'files':>8}")
         for name, t in status["tables"].items():
@@ -96,7 +100,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print("daemon: never ran on this lake")
     _print_quarantine(status["quarantine"])
-    return EXIT_OK
+    return _damage_exit(status["damage"])
+
+
+def _damage_exit(damage: list[dict[str, Any]]) -> int:
+    """A damaged lake makes ``status`` fail (exit 1) with one line on stderr."""
+    if not damage:
+        return EXIT_OK
+    what = ", ".join(d["table"] or "the lake" for d in damage)
+    print(
+        f"ecom-stream status: error: the lake is damaged ({what}): {damage[0]['fix']}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _print_quarantine(items: list[dict[str, Any]]) -> None:

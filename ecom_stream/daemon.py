@@ -49,7 +49,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from ecom_stream.config import Settings
-from ecom_stream.errors import ConfigError, EcomStreamError, LakeError
+from ecom_stream.errors import ConfigError, EcomStreamError, LakeDamagedError, LakeError
 from ecom_stream.lake import Lake, atomic_write
 from ecom_stream.lock import LakeLock
 from ecom_stream.read import classify
@@ -326,6 +326,7 @@ class Daemon:
         self._landing_missing = False
         self.signal_received: int | None = None
         self.aborted = False
+        self.damage: LakeDamagedError | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -397,6 +398,8 @@ class Daemon:
         # the queue but may still be waiting in landing.
         logger.info("stopped: %d file(s) processed, %d left in landing for the next start",
                     self._processed, len(backlog(self.landing)))
+        if self.damage is not None:
+            raise self.damage
         return 0
 
     def _supervise_until_stopped(self) -> None:
@@ -548,7 +551,9 @@ class Daemon:
         started = time.perf_counter()
         try:
             error = self._attempt(paths)
-            if error is not None:
+            if isinstance(error, LakeDamagedError):
+                self._halt(error)
+            elif error is not None:
                 logger.error("processing %d file(s) failed (%s); retrying them one by one",
                              len(paths), error, exc_info=error)
                 for path in paths:
@@ -587,6 +592,9 @@ class Daemon:
             retry_error = self._attempt([path])
             if retry_error is None:
                 return
+            if isinstance(retry_error, LakeDamagedError):
+                self._halt(retry_error)
+                return
             failures, error = failures + 1, retry_error
             logger.warning("retry %d/%d of %s failed: %s", attempt + 1, self.settings.batch_retries,
                            path.name, error, exc_info=logger.isEnabledFor(logging.DEBUG))
@@ -603,6 +611,13 @@ class Daemon:
         if outcome is not None:
             logger.info("%s", outcome.log_line())
             self._record(outcome)
+
+    def _halt(self, damage: LakeDamagedError) -> None:
+        """Stop on a damaged lake, files left in landing: retrying them, or quarantining
+        them after the retries, would write on top of the damage."""
+        logger.error("%s", damage)
+        self.damage = damage
+        self.stop()
 
     def _open_pipeline(self) -> Pipeline:
         if self._pipeline is None:

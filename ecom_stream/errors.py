@@ -8,6 +8,8 @@
     │   └── BatchValidationError    readable, but failed a quarantine-batch expectation
     ├── LakeError                   the lake could not be read or written (transient: retried)
     │   └── LakeCommitError         a Delta commit conflicted or failed
+    ├── LakeDamagedError            a table's log or data files are damaged, or a rebuild
+    │                               did not finish (never retried: rebuild into a new lake)
     ├── LockError                   another daemon already owns this lake
     └── ValidationSetupError        Great Expectations itself failed (a bug, never bad data)
 
@@ -23,6 +25,7 @@ __all__ = [
     "ConfigError",
     "EcomStreamError",
     "LakeCommitError",
+    "LakeDamagedError",
     "LakeError",
     "LockError",
     "UsageError",
@@ -65,6 +68,12 @@ class LakeError(EcomStreamError):
 
 class LakeCommitError(LakeError):
     """A Delta commit failed (for example a concurrent writer)."""
+
+
+class LakeDamagedError(EcomStreamError):
+    """The lake is not what its writer left: a table log went back, a data file is missing or
+    unreadable, or a rebuild did not finish. Not a ``LakeError``: retrying, or writing on top,
+    would build on the damage; the message names the table and the way out."""
 
 
 class LockError(EcomStreamError):

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from deltalake import (
     CommitProperties,
     DeltaTable,
@@ -32,7 +35,7 @@ from deltalake import (
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from ecom_stream import schema as S
-from ecom_stream.errors import LakeCommitError, LakeError
+from ecom_stream.errors import LakeCommitError, LakeDamagedError, LakeError
 
 __all__ = ["TABLES", "Lake", "TableSpec", "key_ranges_predicate"]
 
@@ -121,6 +124,14 @@ GOLD_WATERMARK_APP = "ecom-stream:gold:{table}"
 MAX_STORED_NAME_BYTES = 200
 TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$", re.DOTALL)
 MAX_KEY_RANGES = 16
+# The way out of a damaged lake: raw/ holds every file ever received, so a replay gives the
+# tables back (the damaged lake stays as it is, for inspection).
+REBUILD_FIX = (
+    "stop writing to it and rebuild it from raw/ with `ecom-stream rebuild --into NEW` "
+    "(NEW a new folder), then use NEW as the lake"
+)
+# Lakes a rebuild in this process is filling (its own Pipeline must open them; nobody else).
+_REBUILDS_IN_PROGRESS: set[Path] = set()
 
 
 def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX_KEY_RANGES) -> str:
@@ -200,6 +211,16 @@ class Lake:
     def inflight_path(self) -> Path:
         return self.daemon_dir / "inflight.json"
 
+    @property
+    def versions_path(self) -> Path:
+        """The table versions a writer left after its last micro-batch (damage check)."""
+        return self.daemon_dir / "versions.json"
+
+    @property
+    def rebuild_marker_path(self) -> Path:
+        """Present while a rebuild fills this lake; left behind if it was killed."""
+        return self.root / "_rebuild_incomplete.json"
+
     def raw_path(self, batch_id: str, name: str) -> Path:
         return self.raw_dir / batch_id[:2] / batch_id / name
 
@@ -217,15 +238,21 @@ class Lake:
 
     # -- tables ---------------------------------------------------------------------------
     def ensure_tables(self) -> None:
-        """Create every missing table (empty, with its schema and partitioning)."""
+        """Open every table, refusing a damaged lake before anything is written, and create
+        every missing table (empty, with its schema and partitioning)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.refuse_incomplete_rebuild()
+        for name in TABLES:
+            if name not in self._handles and DeltaTable.is_deltatable(str(self.path(name))):
+                self._handles[name] = self._open(name)
+        problems = self.version_problems()
+        if problems:
+            raise LakeDamagedError(problems[0][1])
         for name, spec in TABLES.items():
-            if name in self._handles:
-                continue
             path = self.path(name)
             try:
-                if DeltaTable.is_deltatable(str(path)):
-                    self._handles[name] = _upgraded(DeltaTable(str(path)), spec)
+                if name in self._handles:
+                    self._handles[name] = _upgraded(self._handles[name], spec)
                 else:
                     path.mkdir(parents=True, exist_ok=True)
                     self._handles[name] = DeltaTable.create(
@@ -248,16 +275,200 @@ class Lake:
         if handle is not None and self.writer and not refresh:
             return handle
         if handle is None:
-            try:
-                handle = DeltaTable(str(self.path(name)))
-            except TableNotFoundError:
-                raise LakeError(
-                    f"no table at {self.path(name)}: run a backfill or the daemon first"
-                ) from None
+            handle = self._open(name)
             self._handles[name] = handle
         else:
-            handle.update_incremental()
+            try:
+                handle.update_incremental()
+            except DeltaError as exc:
+                raise LakeDamagedError(self._damaged(name, _log_cause(exc))) from exc
         return handle
+
+    def _open(self, name: str, version: int | None = None) -> DeltaTable:
+        """Load a table's log; a log Delta cannot load (a gap, a broken commit) is damage."""
+        try:
+            return DeltaTable(str(self.path(name)), version=version)
+        except TableNotFoundError:
+            raise LakeError(
+                f"no table at {self.path(name)}: run a backfill or the daemon first"
+            ) from None
+        except DeltaError as exc:
+            if version is not None:
+                # Old versions expire with their commit files (see LOG_RETENTION): not damage.
+                raise LakeError(
+                    f"cannot load version {version} of {self.path(name)}: {_short(exc)}"
+                ) from exc
+            raise LakeDamagedError(self._damaged(name, _log_cause(exc))) from exc
+        except OSError as exc:
+            raise LakeError(f"cannot open table {self.path(name)}: {exc}") from exc
+
+    # -- damage ---------------------------------------------------------------------------
+    def _damaged(self, name: str, problem: str) -> str:
+        return f"table {self.path(name)} is damaged: {problem}; {REBUILD_FIX}"
+
+    @contextlib.contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """Turn a data file that cannot be read (missing, truncated) into a one-line error
+        naming the table and the way out; other errors pass unchanged."""
+        try:
+            yield
+        except (OSError, pa.ArrowException, DeltaError) as exc:
+            cause = _file_cause(exc)
+            if cause is None:
+                if isinstance(exc, OSError | DeltaError):
+                    raise LakeError(f"cannot read {self.path(name)}: {exc}") from exc
+                raise
+            raise LakeDamagedError(self._damaged(name, cause)) from exc
+
+    def refuse_incomplete_rebuild(self) -> None:
+        """Writers refuse a lake that a rebuild was filling and did not finish."""
+        if self.rebuild_marker_path.exists() and self.root not in _REBUILDS_IN_PROGRESS:
+            raise LakeDamagedError(incomplete_rebuild_message(self.root))
+
+    @contextlib.contextmanager
+    def rebuilding(self) -> Iterator[None]:
+        """Mark this (new, empty) lake incomplete until the block finishes: the marker is
+        written before anything else and removed only on success, so a rebuild killed
+        half-way leaves a lake that ``status`` reports and writers refuse."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.rebuild_marker_path,
+            json.dumps({"started_at": time.time(), "pid": os.getpid()}).encode(),
+        )
+        _REBUILDS_IN_PROGRESS.add(self.root)
+        try:
+            yield
+        finally:
+            _REBUILDS_IN_PROGRESS.discard(self.root)
+        self.rebuild_marker_path.unlink()
+
+    def recorded_versions(self) -> dict[str, int]:
+        """The newest version of each table the writer recorded: the versions in the newest
+        ledger row(s), and for the ledger itself (the last commit of a micro-batch, which no
+        ledger row can record) the marker the writer leaves after every micro-batch.
+
+        Cheap: one small JSON file and the ledger's newest data file, never the whole ledger.
+        """
+        recorded: dict[str, int] = {}
+        try:
+            marker = json.loads(self.versions_path.read_text())["versions"]
+        except (OSError, ValueError, KeyError, TypeError):
+            marker = {}
+        for name, version in dict(marker).items() if isinstance(marker, dict) else ():
+            if name in TABLES and isinstance(version, int):
+                recorded[name] = version
+        if "ledger" in self._handles:
+            for name, version in self._newest_ledger_versions().items():
+                recorded[name] = max(version, recorded.get(name, -1))
+        return recorded
+
+    def _newest_ledger_versions(self) -> dict[str, int]:
+        dt = self._handles["ledger"]
+        actions = dt.get_add_actions(flatten=True)
+        paths = actions.column("path").to_pylist()
+        if not paths:
+            return {}
+        # The file holding the newest row: by its finished_at statistics (a compaction may
+        # have rewritten older rows into a newer file), else by modification time.
+        stamps = actions.column("modification_time").to_pylist()
+        names = actions.column_names
+        finished = (
+            actions.column("max.finished_at").to_pylist()
+            if "max.finished_at" in names
+            else [None] * len(paths)
+        )
+        newest = max(
+            range(len(paths)),
+            key=lambda i: (finished[i] is not None, finished[i] or 0, stamps[i], paths[i]),
+        )
+        with self._reading("ledger"):
+            rows = pq.read_table(
+                self._local_file("ledger", paths[newest]),
+                columns=["finished_at", "table_versions"],
+            )
+        if rows.num_rows == 0:
+            return {}
+        last = rows.filter(pc.equal(rows["finished_at"], pc.max(rows["finished_at"])))
+        found: dict[str, int] = {}
+        for text in set(last.column("table_versions").to_pylist()):
+            try:
+                versions = json.loads(text or "{}")
+            except ValueError:
+                continue
+            for name, version in versions.items():
+                if name in TABLES and isinstance(version, int):
+                    found[name] = max(version, found.get(name, -1))
+        return found
+
+    def version_problems(self) -> list[tuple[str, str]]:
+        """(table, message) for every table whose log is older than what was recorded (a
+        deleted newest commit file, or a table folder gone). Older commit files expiring
+        under the log retention are not damage: only the newest version counts."""
+        problems = []
+        for name, recorded in sorted(self.recorded_versions().items()):
+            handle = self._handles.get(name)
+            if handle is None:
+                if recorded > 0 and not DeltaTable.is_deltatable(str(self.path(name))):
+                    problems.append(
+                        (name, self._damaged(name, f"it is gone (version {recorded} recorded)"))
+                    )
+                continue
+            current = handle.version()
+            if current < recorded:
+                problem = (
+                    f"its log ends at version {current} but version {recorded} was recorded "
+                    "(a commit file in _delta_log was deleted)"
+                )
+                problems.append((name, self._damaged(name, problem)))
+        return problems
+
+    def note_versions(self) -> None:
+        """Record the versions of the open tables: the only record of the ledger's own newest
+        version. Call it after the commits are durable (the writer: after its filesystem
+        sync), so that the record is never above a version even after a power cut."""
+        versions = {name: dt.version() for name, dt in self._handles.items()}
+        try:
+            before = json.loads(self.versions_path.read_text())["versions"]
+            for name, version in dict(before).items():
+                if name in versions and isinstance(version, int):
+                    versions[name] = max(versions[name], version)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        # Not fsync'd: a lost or older record only weakens the check, never raises a false alarm.
+        atomic_write(
+            self.versions_path, json.dumps({"versions": versions}).encode(), durable=False
+        )
+
+    def file_problems(self, name: str) -> list[str]:
+        """Data files of the table's current version that are missing or of another size
+        than the log says (one ``stat`` per file: for ``status``, not for every batch)."""
+        actions = self.table(name).get_add_actions(flatten=True)
+        missing, wrong = [], []
+        for rel, size in zip(
+            actions.column("path").to_pylist(),
+            actions.column("size_bytes").to_pylist(),
+            strict=True,
+        ):
+            try:
+                actual = os.stat(self._local_file(name, rel)).st_size
+            except FileNotFoundError:
+                missing.append(rel)
+                continue
+            if size is not None and actual != size:
+                wrong.append(f"{rel} ({actual:,} bytes, the log says {size:,})")
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} data file(s) missing, e.g. {missing[0]}")
+        if wrong:
+            problems.append(f"{len(wrong)} data file(s) of the wrong size, e.g. {wrong[0]}")
+        return [self._damaged(name, "; ".join(problems))] if problems else []
+
+    def _local_file(self, name: str, rel: str) -> str:
+        if rel.startswith("file://"):
+            return unquote(rel[len("file://") :])
+        if os.path.isabs(rel):
+            return rel
+        return str(self.path(name) / unquote(rel))
 
     def version(self, name: str) -> int:
         return self.table(name).version()
@@ -282,12 +493,12 @@ class Lake:
     ) -> pa.Table:
         """Read a table: ``files`` is a SQL predicate that prunes files (partitions, stats),
         ``rows`` an Arrow expression filtering rows."""
-        if version is None:
-            dt = self.table(name, refresh=refresh)
-        else:
-            dt = DeltaTable(str(self.path(name)), version=version)
-        dataset = dt.to_pyarrow_dataset(filesystem=self._fs(name), file_pruning_predicate=files)
-        return dataset.to_table(columns=list(columns) if columns else None, filter=rows)
+        dt = self.table(name, refresh=refresh) if version is None else self._open(name, version)
+        with self._reading(name):
+            dataset = dt.to_pyarrow_dataset(
+                filesystem=self._fs(name), file_pruning_predicate=files
+            )
+            return dataset.to_table(columns=list(columns) if columns else None, filter=rows)
 
     def read_pandas(self, name: str, **kwargs: Any) -> pd.DataFrame:
         return self.read(name, **kwargs).to_pandas()
@@ -399,6 +610,11 @@ class Lake:
         except CommitFailedError as exc:
             raise LakeCommitError(f"{action} {self.path(name)} failed: {exc}") from exc
         except (DeltaError, OSError) as exc:
+            # A merge or compaction reads the table's data files: one missing or truncated is
+            # damage, not a transient failure.
+            cause = _file_cause(exc)
+            if cause is not None:
+                raise LakeDamagedError(self._damaged(name, cause)) from exc
             raise LakeError(f"{action} {self.path(name)} failed: {exc}") from exc
 
     def _arrow(self, name: str, data: pa.Table | pd.DataFrame) -> pa.Table:
@@ -762,6 +978,48 @@ def _keep_unread(source: Path, target: Path) -> bool:
         logger.warning("cannot move %r into quarantine (%s): it stays in landing", str(source), exc)
         return False
     return True
+
+
+INCOMPLETE_REBUILD = "incomplete rebuild (`ecom-stream rebuild --into` did not finish)"
+
+
+def incomplete_rebuild_fix(root: Path) -> str:
+    return f"rerun `ecom-stream rebuild --into NEW` into a new folder, or remove {root}"
+
+
+def incomplete_rebuild_message(root: Path) -> str:
+    return f"{root} is an {INCOMPLETE_REBUILD}: {incomplete_rebuild_fix(root)}"
+
+
+_PARQUET_NAME = re.compile(r"[^\s/'\"]+\.parquet")
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _log_cause(exc: BaseException) -> str:
+    """Why Delta could not load a table's log, in a few words."""
+    text = str(exc)
+    if "contiguous" in text or "gap" in text:
+        return "its _delta_log has a gap (a commit file was deleted)"
+    return f"its _delta_log cannot be read ({_short(exc)})"
+
+
+def _file_cause(exc: BaseException) -> str | None:
+    """The damage behind a read error (a data file missing or unreadable), or None when the
+    error is of another kind."""
+    text = str(exc)
+    found = _PARQUET_NAME.search(text)
+    name = found.group(0) if found else None
+    if isinstance(exc, FileNotFoundError) or (
+        "parquet" in text.lower() and ("not found" in text or "No such file" in text)
+    ):
+        return f"a data file is missing ({name or _short(exc)})"
+    if "parquet" in text.lower():
+        return f"a data file cannot be read, truncated or corrupt ({name or _short(exc)})"
+    return None
 
 
 def atomic_write(

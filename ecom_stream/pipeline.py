@@ -482,6 +482,7 @@ class Pipeline:
         # Raw copies were written without fsync; one filesystem sync makes them durable before
         # any source file leaves landing (one call instead of one fsync per file).
         _sync_filesystem(self.lake.root)
+        self.lake.note_versions()  # after the sync: never ahead of a durable commit
         for o in outcomes:
             self._arrivals.add(o.arrival_id)
             if o.outcome in DONE_OUTCOMES:

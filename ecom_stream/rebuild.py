@@ -20,7 +20,8 @@ def rebuild(settings: Settings, into: Path) -> BackfillSummary:
     """Process every file in the lake's ``raw/`` into a new lake at ``into``.
 
     The result has the same bronze, silver and gold tables as the live lake (batches are
-    order-independent, and each row keeps the time its file was first received).
+    order-independent, and each row keeps the time its file was first received). Until it
+    finishes, the new lake carries a marker that ``status`` reports and writers refuse.
     """
     source = Lake(settings.lake_dir)
     if not source.raw_dir.is_dir():
@@ -34,7 +35,8 @@ def rebuild(settings: Settings, into: Path) -> BackfillSummary:
     files = [path for path, _ in source.raw_batches()]
     summary = BackfillSummary()
     started = datetime.now()
-    with LakeLock(Lake(into).lock_path, "rebuild"):
+    new = Lake(into)
+    with new.rebuilding(), LakeLock(new.lock_path, "rebuild"):
         pipeline = Pipeline(target, keep_source=True, received_at=_received_at)
         bar = Progress(len(files))
         try:

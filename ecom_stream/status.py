@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ecom_stream.config import Settings
-from ecom_stream.lake import TABLES, Lake
+from ecom_stream.errors import EcomStreamError, LakeDamagedError
+from ecom_stream.lake import INCOMPLETE_REBUILD, REBUILD_FIX, TABLES, Lake, incomplete_rebuild_fix
 from ecom_stream.read import classify
 
-__all__ = ["backlog", "heartbeat", "lake_status", "quarantine_list"]
+__all__ = ["backlog", "damage", "heartbeat", "lake_status", "quarantine_list"]
 
 
 def backlog(landing: Path) -> list[Path]:
@@ -59,6 +60,50 @@ def quarantine_list(lake: Lake) -> list[dict[str, Any]]:
     return items
 
 
+def damage(lake: Lake) -> list[dict[str, Any]]:
+    """Everything damaged in the lake, as ``{"table", "problem", "fix"}``: an unfinished
+    rebuild, a table log that cannot be loaded or went back below the version the writer
+    recorded, and data files missing or of another size than the log says (a ``stat`` each)."""
+    if lake.rebuild_marker_path.exists():
+        fix = incomplete_rebuild_fix(lake.root)
+        return [{"table": None, "problem": INCOMPLETE_REBUILD, "fix": fix}]
+    found: dict[str, str] = {}
+    for name in TABLES:
+        if not lake.path(name).is_dir():
+            continue  # created by the next writer (or reported gone below, if recorded)
+        try:
+            lake.table(name)
+        except LakeDamagedError as exc:
+            found[name] = str(exc)
+        except EcomStreamError:
+            continue  # a table being created right now
+    try:
+        problems = lake.version_problems()
+    except LakeDamagedError as exc:  # the ledger's newest file itself
+        problems = [("ledger", str(exc))]
+    for name, message in problems:
+        found.setdefault(name, message)
+    for name in TABLES:
+        if name in found or not lake.path(name).is_dir():
+            continue
+        try:
+            files = lake.file_problems(name)
+        except EcomStreamError:
+            continue
+        if files:
+            found[name] = files[0]
+    return [
+        {"table": TABLES[name].path, "problem": _problem(message), "fix": REBUILD_FIX}
+        for name, message in found.items()
+    ]
+
+
+def _problem(message: str) -> str:
+    """The middle of "table X is damaged: PROBLEM; FIX"."""
+    _, _, rest = message.partition(" is damaged: ")
+    return (rest or message).removesuffix(f"; {REBUILD_FIX}")
+
+
 def lake_status(settings: Settings) -> dict[str, Any]:
     """Everything ``ecom-stream status`` prints."""
     lake = Lake(settings.lake_dir)
@@ -66,9 +111,14 @@ def lake_status(settings: Settings) -> dict[str, Any]:
         "lake": str(lake.root),
         "landing": str(settings.landing_dir.absolute()),
     }
+    result["damage"] = damage(lake)
+    damaged = {d["table"] for d in result["damage"]}
     if not lake.exists():
         result["tables"] = {}
-        result["message"] = "the lake is empty: run `ecom-stream backfill` or `ecom-stream watch`"
+        if not result["damage"]:
+            result["message"] = (
+                "the lake is empty: run `ecom-stream backfill` or `ecom-stream watch`"
+            )
     else:
         tables = {}
         for name, spec in TABLES.items():
@@ -81,16 +131,15 @@ def lake_status(settings: Settings) -> dict[str, Any]:
             except Exception as exc:  # a table being created right now, or damaged
                 tables[spec.path] = {"error": str(exc)}
         result["tables"] = tables
-        ledger = lake.read_pandas("ledger", columns=["outcome", "finished_at", "file_name"])
-        result["batches"] = {k: int(v) for k, v in ledger["outcome"].value_counts().items()}
-        result["newest_batch_at"] = (
-            None if ledger.empty else ledger["finished_at"].max().isoformat()
-        )
-        result["newest_batch_file"] = (
-            None
-            if ledger.empty
-            else ledger.sort_values(["finished_at", "file_name"])["file_name"].iloc[-1]
-        )
+        result["batches"], result["newest_batch_at"], result["newest_batch_file"] = {}, None, None
+        if "_ledger" not in damaged:
+            ledger = lake.read_pandas("ledger", columns=["outcome", "finished_at", "file_name"])
+            result["batches"] = {k: int(v) for k, v in ledger["outcome"].value_counts().items()}
+            if not ledger.empty:
+                result["newest_batch_at"] = ledger["finished_at"].max().isoformat()
+                result["newest_batch_file"] = ledger.sort_values(
+                    ["finished_at", "file_name"]
+                )["file_name"].iloc[-1]
     result["quarantine"] = quarantine_list(lake)
     result["backlog"] = len(backlog(settings.landing_dir))
     result["daemon"] = heartbeat(lake, settings.heartbeat_stale_seconds)
