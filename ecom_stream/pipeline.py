@@ -424,6 +424,9 @@ class Pipeline:
         entity = group[0].entity
         key = S.KEYS[entity]
         t0 = time.perf_counter()
+        # A merge pair that failed half-way in this process (the daemon carries on with other
+        # files) leaves a marker: heal silver before this micro-batch reads it.
+        refresh.heal_order_lines(self.lake)
         raw = clean.records_frame(entity, [g.records for g in group])
         typed = clean.typed_view(entity, raw)
         present = [set().union(*map(dict.keys, g.records)) for g in group]
@@ -627,8 +630,12 @@ class Pipeline:
         deletes = clean.removed_lines(winners, stored)
         dates = old_dates | new_dates
         # The two merges touch different tables and spend their time in Delta's native code
-        # (the GIL is released): running them side by side uses both cores. Each is
-        # idempotent on its own, so a failure of either is healed by the replay.
+        # (the GIL is released): running them side by side uses both cores. They are two
+        # commits, so one can land without the other (disk full, a kill): the marker names
+        # the orders involved, and refresh.heal_order_lines re-derives their lines from
+        # silver/orders before anything reads silver again (the next micro-batch, gold, a
+        # restart). The retry of the files then merges as usual.
+        refresh.lines_merge_starting(self.lake, winners["order_id"].to_numpy())
         lines_done = self._side.submit(
             self.lake.merge_lines, lines, deletes, dates=dates, metadata=meta
         )
@@ -642,6 +649,7 @@ class Pipeline:
             )
         finally:
             lines_done.result()
+        refresh.lines_merge_done(self.lake)
 
     def _merge_products(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
         merged = winners.merge(
