@@ -37,7 +37,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from ecom_stream import schema as S
 from ecom_stream.errors import LakeCommitError, LakeDamagedError, LakeError
 
-__all__ = ["TABLES", "Lake", "TableSpec", "key_ranges_predicate"]
+__all__ = ["TABLES", "Lake", "TableSpec", "key_ranges", "key_ranges_predicate", "ranges_predicate"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,21 +134,33 @@ REBUILD_FIX = (
 _REBUILDS_IN_PROGRESS: set[Path] = set()
 
 
-def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX_KEY_RANGES) -> str:
-    """``col BETWEEN a AND b OR ...`` covering ``keys`` with at most ``max_ranges`` ranges.
-
-    Delta prunes files by min/max statistics with this; a long ``IN`` list is not pruned.
-    """
+def key_ranges(keys: Iterable[int], max_ranges: int = MAX_KEY_RANGES) -> list[tuple[int, int]]:
+    """At most ``max_ranges`` inclusive ranges covering ``keys`` (the widest gaps are cut)."""
     ordered = sorted(set(int(k) for k in keys))
     if not ordered:
-        return "false"
+        return []
     gaps = sorted(range(1, len(ordered)), key=lambda i: ordered[i] - ordered[i - 1], reverse=True)
     cuts = sorted(gaps[: max_ranges - 1])
     bounds, start = [], 0
     for cut in [*cuts, len(ordered)]:
         bounds.append((ordered[start], ordered[cut - 1]))
         start = cut
+    return bounds
+
+
+def ranges_predicate(column: str, bounds: Sequence[tuple[int, int]]) -> str:
+    """``col BETWEEN a AND b OR ...`` (``false`` for no range)."""
+    if not bounds:
+        return "false"
     return " OR ".join(f"({column} BETWEEN {lo} AND {hi})" for lo, hi in bounds)
+
+
+def key_ranges_predicate(column: str, keys: Sequence[int], max_ranges: int = MAX_KEY_RANGES) -> str:
+    """``col BETWEEN a AND b OR ...`` covering ``keys`` with at most ``max_ranges`` ranges.
+
+    Delta prunes files by min/max statistics with this; a long ``IN`` list is not pruned.
+    """
+    return ranges_predicate(column, key_ranges(keys, max_ranges))
 
 
 def months_literal(dates: Iterable[date]) -> str:
@@ -220,6 +232,11 @@ class Lake:
     def rebuild_marker_path(self) -> Path:
         """Present while a rebuild fills this lake; left behind if it was killed."""
         return self.root / "_rebuild_incomplete.json"
+
+    @property
+    def lines_inflight_path(self) -> Path:
+        """The order ids of an orders / order-lines merge pair in flight (see refresh.py)."""
+        return self.daemon_dir / "lines_inflight.json"
 
     def raw_path(self, batch_id: str, name: str) -> Path:
         return self.raw_dir / batch_id[:2] / batch_id / name

@@ -189,8 +189,12 @@ class Pipeline:
             "ledger", columns=["batch_id", "arrival_id", "outcome", "finished_at"]
         )
         self._arrivals = DigestSet(ledger["arrival_id"])
-        last = ledger.sort_values("finished_at", kind="stable").drop_duplicates(
-            "batch_id", keep="last"
+        # A duplicate changes nothing: the outcome before it stands (else a third copy of
+        # the same bytes, after a duplicate row, would be merged and double its bronze rows).
+        last = (
+            ledger[ledger["outcome"] != "duplicate"]
+            .sort_values("finished_at", kind="stable")
+            .drop_duplicates("batch_id", keep="last")
         )
         self._done_batches = DigestSet(last.loc[last["outcome"].isin(DONE_OUTCOMES), "batch_id"])
 
@@ -215,7 +219,7 @@ class Pipeline:
         rows = self.lake.read_pandas(
             "ledger",
             columns=["outcome", "finished_at"],
-            rows=pads.field("batch_id") == batch_id,
+            rows=(pads.field("batch_id") == batch_id) & (pads.field("outcome") != "duplicate"),
             refresh=True,
         )
         last = (
@@ -505,6 +509,9 @@ class Pipeline:
         entity = group[0].entity
         key = S.KEYS[entity]
         t0 = time.perf_counter()
+        # A merge pair that failed half-way in this process (the daemon carries on with other
+        # files) leaves a marker: heal silver before this micro-batch reads it.
+        refresh.heal_order_lines(self.lake)
         raw = clean.records_frame(entity, [g.records for g in group])
         typed = clean.typed_view(entity, raw, self.settings, [g.received_at for g in group])
         present = [set().union(*map(dict.keys, g.records)) for g in group]
@@ -648,8 +655,6 @@ class Pipeline:
     ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, Any]]]:
         """The rows that win over silver, the stored versions they replace, and the domain
         warnings of the change as (file index, CheckResult)."""
-        from ecom_stream.validate import domain_warnings
-
         if typed_ok.empty:
             return pd.DataFrame(), pd.DataFrame(), []
         cleaned = (clean.clean_products if entity == "products" else clean.clean_orders)(typed_ok)
@@ -658,28 +663,51 @@ class Pipeline:
         stored = self.lake.lookup(entity, batch[key].tolist())
         winners = clean.newer_than_stored(batch, stored, key)
         if winners.empty:
+            # Nothing beats silver: no file's rows won at their turn either.
             return winners, stored, []
         stored_w = stored[stored[key].isin(winners[key])]
-        # One vectorised check for the micro-batch; only files with a finding are re-checked
-        # on their own rows, so each file gets its own verdict in the quality history.
-        checks = domain_warnings(entity, winners, stored_w.reset_index(drop=True), self.settings)
-        files = winners["_file"].to_numpy()
-        has_stored = winners[key].isin(stored_w[key]).to_numpy()
+        steps, before = _file_steps(cleaned, winners, stored, key)
+        return winners, stored_w, self._file_warnings(entity, key, steps, before)
+
+    def _file_warnings(
+        self, entity: str, key: str, steps: pd.DataFrame, before: pd.DataFrame
+    ) -> list[tuple[int, Any]]:
+        """Domain warnings per file: each file's rows that won at their turn, compared with
+        the version they replaced (see ``_file_steps``), as processing the files of the
+        micro-batch one by one would; so the quality table does not depend on grouping."""
+        from ecom_stream.validate import domain_warnings
+
+        files = steps["_file"].to_numpy()
+        matched = before[key].notna().to_numpy()
+        # One vectorised check for the micro-batch: rows are told apart by position (a key
+        # can step in several files); only files with a finding are re-checked on their own
+        # rows (keys unique there), for their own samples and counts.
+        pos = np.arange(len(steps), dtype=np.int64)
+        checks = domain_warnings(
+            entity,
+            steps.assign(**{key: pos}),
+            before[matched].assign(**{key: pos[matched]}),
+            self.settings,
+        )
         warnings = []
         for check in checks:
             failing_files = set(files[check.failing_rows].tolist())
             for file_index in sorted(set(files.tolist())):
+                mine = files == file_index
                 if file_index in failing_files:
-                    rows = winners[files == file_index].reset_index(drop=True)
-                    mine = stored_w[stored_w[key].isin(rows[key])].reset_index(drop=True)
                     own = [
                         c
-                        for c in domain_warnings(entity, rows, mine, self.settings)
+                        for c in domain_warnings(
+                            entity,
+                            steps[mine].reset_index(drop=True),
+                            before[mine & matched].reset_index(drop=True),
+                            self.settings,
+                        )
                         if c.expectation == check.expectation
                     ]
                     warnings += [(int(file_index), c) for c in own]
                 else:
-                    n = int((has_stored & (files == file_index)).sum())
+                    n = int((matched & mine).sum())
                     warnings.append(
                         (
                             int(file_index),
@@ -695,7 +723,7 @@ class Pipeline:
                             ),
                         )
                     )
-        return winners, stored_w, warnings
+        return warnings
 
     def _merge_orders(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
         old_dates = set(stored["order_date"])
@@ -708,8 +736,12 @@ class Pipeline:
         deletes = clean.removed_lines(winners, stored)
         dates = old_dates | new_dates
         # The two merges touch different tables and spend their time in Delta's native code
-        # (the GIL is released): running them side by side uses both cores. Each is
-        # idempotent on its own, so a failure of either is healed by the replay.
+        # (the GIL is released): running them side by side uses both cores. They are two
+        # commits, so one can land without the other (disk full, a kill): the marker names
+        # the orders involved, and refresh.heal_order_lines re-derives their lines from
+        # silver/orders before anything reads silver again (the next micro-batch, gold, a
+        # restart). The retry of the files then merges as usual.
+        refresh.lines_merge_starting(self.lake, winners["order_id"].to_numpy())
         lines_done = self._side.submit(
             self.lake.merge_lines, lines, deletes, dates=dates, metadata=meta
         )
@@ -723,6 +755,7 @@ class Pipeline:
             )
         finally:
             lines_done.result()
+        refresh.lines_merge_done(self.lake)
 
     def _merge_products(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
         merged = winners.merge(
@@ -786,6 +819,58 @@ class Pipeline:
             return
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _file_steps(
+    cleaned: pd.DataFrame, winners: pd.DataFrame, stored: pd.DataFrame, key: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of each file of a micro-batch that win at their turn, and what they replace.
+
+    Files are taken in the micro-batch's order (the order of one-by-one processing). A file's
+    row wins at its turn when it is the file's newest version of its key and newer than the
+    state before that file: the stored silver row, or the newest version among the earlier
+    files of the micro-batch. ``before`` is aligned with the returned rows and holds that
+    state's row (all null where the key was new). Keys seen in one file only are the
+    micro-batch's winners against silver; only keys seen in several files (a few percent)
+    are ranked one file after another.
+    """
+    multi = cleaned[key].isin(cleaned.loc[cleaned.duplicated([key, "_file"]) |
+                                          cleaned[key].duplicated(keep=False), key])
+    multi_keys = set(cleaned.loc[multi, key].tolist())
+    single = winners[~winners[key].isin(multi_keys)].reset_index(drop=True)
+    old = stored.drop_duplicates(key, keep="last").set_index(key, drop=False)
+    single_before = old.reindex(single[key].to_numpy()).reset_index(drop=True)
+    if not multi_keys:
+        return single, single_before
+    # Each file's newest version of each contested key, after the stored version (file -1).
+    rows = cleaned[multi].sort_values([key, "_file", "_version_ts", "_row_hash"], kind="stable")
+    rows = rows.drop_duplicates([key, "_file"], keep="last")
+    prior = old[old[key].isin(multi_keys)].assign(_file=-1)
+    chain = pd.concat([prior, rows], ignore_index=True)
+    # Dense rank of the versions (newer-wins order), then the running newest per key.
+    by_version = chain.sort_values(["_version_ts", "_row_hash"], kind="stable")
+    ts = by_version["_version_ts"].to_numpy()
+    hashes = by_version["_row_hash"].to_numpy()
+    new_version = np.ones(len(by_version), dtype=bool)
+    new_version[1:] = (ts[1:] != ts[:-1]) | (hashes[1:] != hashes[:-1])
+    chain.loc[by_version.index, "_rank"] = np.cumsum(new_version)
+    chain = chain.sort_values([key, "_file"], kind="stable").reset_index(drop=True)
+    best_before = chain.groupby(key, sort=False)["_rank"].cummax().groupby(chain[key]).shift(1)
+    wins = (chain["_file"] >= 0) & (best_before.isna() | (chain["_rank"] > best_before))
+    # Equal rank means the same version (same row hash): any row of it stands for it.
+    by_rank = chain.drop_duplicates([key, "_rank"]).set_index([key, "_rank"])
+    stepped = chain[wins.to_numpy()]
+    prev = by_rank.reindex(
+        pd.MultiIndex.from_arrays(
+            [stepped[key].to_numpy(), best_before[wins].to_numpy()], names=[key, "_rank"]
+        )
+    ).reset_index()
+    prev.loc[best_before[wins].isna().to_numpy(), key] = None
+    columns = list(cleaned.columns)
+    steps = pd.concat([single, stepped[columns]], ignore_index=True)
+    before = pd.concat([single_before, prev[list(single_before.columns)]], ignore_index=True)
+    order = np.argsort(steps["_file"].to_numpy(), kind="stable")
+    return steps.iloc[order].reset_index(drop=True), before.iloc[order].reset_index(drop=True)
 
 
 def _build_validator(settings: Settings) -> Any:

@@ -9,20 +9,31 @@ scores for the days whose window they touch. A crash anywhere is healed by the n
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import operator
 import time
 from collections.abc import Collection, Iterable
 from datetime import date
 from typing import Any
 
 import pandas as pd
+import pyarrow.dataset as pads
 
-from ecom_stream import gold
+from ecom_stream import clean, gold
+from ecom_stream import schema as S
 from ecom_stream.config import Settings
-from ecom_stream.lake import TABLES, Lake
+from ecom_stream.lake import TABLES, Lake, atomic_write, key_ranges, ranges_predicate
 
-__all__ = ["AFFECTED_KEY", "GoldRefresher", "affected_dates_for_orders"]
+__all__ = [
+    "AFFECTED_KEY",
+    "GoldRefresher",
+    "affected_dates_for_orders",
+    "heal_order_lines",
+    "lines_merge_done",
+    "lines_merge_starting",
+]
 
 logger = logging.getLogger(__name__)
 AFFECTED_KEY = "ecom_affected_dates"
@@ -30,6 +41,70 @@ SOURCES = ("silver_orders", "silver_products")
 ORDER_COLS = ["order_id", "total", "status", "order_date", "n_items"]
 LINE_COLS = ["order_id", "line_no", "product_id", "quantity", "order_date"]
 PRODUCT_COLS = ["product_id", "price", "category"]
+LINE_SOURCE_COLS = ["order_id", "n_items", "product_ids", "quantities", "order_date", "order_month"]
+# The marker of an orders / order-lines merge pair names its order ids in at most this many
+# ranges (a superset is harmless: healing an order whose lines already match changes nothing).
+MARKER_RANGES = 64
+
+
+def lines_merge_starting(lake: Lake, order_ids: Iterable[int]) -> None:
+    """Record, before the orders and order-lines merges of a micro-batch, which orders they
+    touch: the two commits are not one transaction, so one may land without the other."""
+    ranges = key_ranges(order_ids, MARKER_RANGES)
+    # Not fsync'd (5 ms a micro-batch): a killed process leaves it in the page cache, and the
+    # merge commits it guards are made durable by the micro-batch's filesystem sync too.
+    atomic_write(
+        lake.lines_inflight_path, json.dumps({"order_ranges": ranges}).encode(), durable=False
+    )
+
+
+def lines_merge_done(lake: Lake) -> None:
+    """Both merges committed: silver orders and their lines agree again."""
+    lake.lines_inflight_path.unlink(missing_ok=True)
+
+
+def heal_order_lines(lake: Lake) -> int:
+    """Make the order lines of the orders named by a left-over merge marker equal the lines
+    of the stored orders (silver/orders is the truth; lines derive from it).
+
+    When one merge of the pair failed (permission denied, disk full, a kill), silver held
+    lines without their order or orders without lines, and every gold refresh of those days
+    failed its consistency check, including the writer's start-up catch-up that runs before
+    the failed files can be retried. Healing first makes silver consistent (at the state
+    before or after that micro-batch, whichever merge committed); the retry then merges as
+    usual. Returns the number of lines written or deleted (0 when there was no marker).
+    """
+    path = lake.lines_inflight_path
+    try:
+        ranges = [tuple(r) for r in json.loads(path.read_text())["order_ranges"]]
+    except FileNotFoundError:
+        return 0
+    files = ranges_predicate("order_id", ranges)
+    oid = pads.field("order_id")
+    rows = functools.reduce(
+        operator.or_, [(oid >= lo) & (oid <= hi) for lo, hi in ranges], pads.scalar(False)
+    )
+    orders = lake.read_pandas("silver_orders", columns=LINE_SOURCE_COLS, files=files, rows=rows)
+    present = lake.read_pandas("silver_order_lines", files=files, rows=rows)
+    cols = list(S.ORDER_LINES_SCHEMA.names)
+    expected = clean.order_lines(orders)[cols] if len(orders) else present.iloc[:0]
+    pair = ["order_id", "line_no"]
+    both = expected.merge(present[cols], on=cols, how="left", indicator=True)
+    upserts = both.loc[both["_merge"] == "left_only", cols]
+    stale = present.merge(expected[pair], on=pair, how="left", indicator=True)
+    deletes = stale.loc[stale["_merge"] == "left_only", cols]
+    changed = len(upserts) + len(deletes)
+    if changed:
+        logger.warning(
+            "healing a half-committed merge of orders and their lines: %d line(s) written, "
+            "%d deleted",
+            len(upserts),
+            len(deletes),
+        )
+        dates = set(present["order_date"]) | set(expected["order_date"])
+        lake.merge_lines(upserts, deletes, dates=dates)
+    lines_merge_done(lake)
+    return changed
 
 
 def affected_dates_for_orders(
@@ -65,6 +140,7 @@ class GoldRefresher:
     def bring_up_to_date(self) -> float:
         """Recompute what changed since gold was last refreshed; returns milliseconds spent."""
         started = time.perf_counter()
+        heal_order_lines(self.lake)  # silver must be consistent before gold reads it
         mark = self.lake.gold_watermark()
         current = {t: self.lake.version(t) for t in SOURCES}
         if all(mark[t] == current[t] for t in SOURCES):
@@ -161,6 +237,7 @@ class GoldRefresher:
 
     def rebuild(self, current: dict[str, int] | None = None) -> None:
         """Recompute both gold tables from all of silver (``rebuild-gold``, or first run)."""
+        heal_order_lines(self.lake)
         current = current or {t: self.lake.version(t) for t in SOURCES}
         orders = self.lake.read_pandas("silver_orders", columns=ORDER_COLS)
         lines = self.lake.read_pandas("silver_order_lines", columns=LINE_COLS)

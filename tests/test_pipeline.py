@@ -145,6 +145,20 @@ def test_same_file_twice_is_a_duplicate(
     assert list(settings.landing_dir.iterdir()) == []
 
 
+def test_a_third_copy_after_a_duplicate_is_a_duplicate_too(
+    settings: Settings, write_batch: Callable[..., Path]
+) -> None:
+    """The duplicate row of the second copy must not hide that the bytes were merged (found
+    by the micro-batch size property test: the third copy was merged, doubling bronze)."""
+    p = Pipeline(settings)
+    for n in range(3):
+        p.process([write_batch(f"orders-{n}.json", [order(1), order(2)])])
+    assert ledger(settings)["outcome"].value_counts().to_dict() == {"duplicate": 2, "merged": 1}
+    write_batch("orders-3.json", [order(1), order(2)])
+    assert run_backfill(settings, progress=False).outcomes == {"duplicate": 1}  # after a restart
+    assert Lake(settings.lake_dir).count("bronze_orders") == 2
+
+
 def test_empty_array_is_recorded_as_empty(
     settings: Settings, write_batch: Callable[..., Path]
 ) -> None:
