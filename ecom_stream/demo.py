@@ -13,16 +13,18 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import FrameType
 
-import ecom_stream
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError
 from ecom_stream.lake import Lake
+from ecom_stream.lock import LakeLock
+from ecom_stream.serve import check_dashboard, child_env
 
 __all__ = ["run_demo"]
 
@@ -33,6 +35,7 @@ SOURCE_BATCHES = 1_000_000  # "forever": the source drips until the demo stops
 STOP_TIMEOUT = 30.0  # the daemon finishes its micro-batch in hand before it exits
 POLL_SECONDS = 0.5
 _ORDER_NUMBER = re.compile(r"^orders\D*(\d+)", re.IGNORECASE)
+_GENERATED = re.compile(r"^(orders|products)-\d{6}\.json$")  # the names `generate` writes
 
 
 def run_demo(
@@ -45,7 +48,8 @@ def run_demo(
     """Run the demo until SIGINT/SIGTERM (exit 0) or until a child dies (exit 1).
 
     Raises:
-        ConfigError: bad arguments, or the landing folder cannot be created.
+        ConfigError: bad arguments, the landing folder cannot be created, the port is taken.
+        EcomStreamError: the lake is held by another writer, or the dashboard cannot run.
     """
     if interval <= 0 or orders_per_batch < 1 or history_batches < 0:
         raise ConfigError("--interval must be > 0, --orders-per-batch >= 1, --history-batches >= 0")
@@ -54,6 +58,8 @@ def run_demo(
         landing.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the landing folder {landing}: {exc}") from exc
+    _preflight(settings)
+    before = {p.name for p in landing.iterdir()}  # a failed start removes only what it added
     if history_batches and not _has_data(settings):
         _write_history(settings, history_batches, orders_per_batch)
     start = _next_order_number(settings)
@@ -65,6 +71,7 @@ def run_demo(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     children: dict[str, subprocess.Popen[bytes]] = {}
+    code = 1
     try:
         common = _common_args(settings)
         children["daemon"] = _spawn("watch", *common)
@@ -84,10 +91,15 @@ def run_demo(
               flush=True)
         print("demo: press Ctrl-C to stop the daemon, the source and the dashboard", flush=True)
         code = _wait(children, stop)
+    except BaseException:
+        code = 1
+        raise
     finally:
         _stop_all(children)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if code != 0:
+            _remove_unprocessed(landing, before)
     print("demo: stopped" if code == 0 else "demo: stopped because a process died", flush=True)
     return code
 
@@ -115,10 +127,7 @@ def _spawn(command: str, *args: str) -> subprocess.Popen[bytes]:
     # Options go after the subcommand: argparse lets a subcommand's defaults override
     # options given before it.
     cmd = [sys.executable, "-m", "ecom_stream", command, *args]
-    package_root = str(Path(ecom_stream.__file__).resolve().parent.parent)
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=child_env(dict(os.environ)), start_new_session=True)
     logger.debug("started %s (pid %d): %s", command, proc.pid, " ".join(cmd))
     return proc
 
@@ -140,6 +149,40 @@ def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
                   file=sys.stderr, flush=True)
             proc.kill()
             proc.wait()
+
+
+def _preflight(settings: Settings) -> None:
+    """What would make a child fail at once, checked before anything is written to landing."""
+    check_dashboard()
+    address, port = settings.dashboard_address, settings.dashboard_port
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"the dashboard cannot listen on {address}:{port} ({exc.strerror or exc}): "
+                "stop what uses it or pass another --port"
+            ) from None
+    with LakeLock(Lake(settings.lake_dir).lock_path, "demo (start-up check)"):
+        pass  # another writer holds the lake: LockError now, not a dead daemon later
+
+
+def _remove_unprocessed(landing: Path, before: set[str]) -> None:
+    """After a failed run, remove the batch files this run generated that the daemon never took.
+
+    The daemon removes a file once merged, so what is left was not merged; a restart
+    generates those batches again (they continue from the ledger's highest number).
+    """
+    removed = 0
+    for path in landing.iterdir():
+        if _GENERATED.match(path.name) and path.name not in before:
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        print(f"demo: removed {removed} generated files that were not merged from {landing}",
+              flush=True)
 
 
 def _has_data(settings: Settings) -> bool:

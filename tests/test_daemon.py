@@ -561,10 +561,10 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _demo(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+def _demo(tmp_path: Path, port: int, history: int = 6) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "ecom_stream", "demo", "--landing", str(tmp_path / "landing"),
            "--lake", str(tmp_path / "lake"), "--port", str(port), "--interval", "1",
-           "--orders-per-batch", "20", "--history-batches", "6"]
+           "--orders-per-batch", "20", "--history-batches", str(history)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_QUIET_SECONDS": str(QUIET)}
     with open(tmp_path / "demo.log", "wb") as log:
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -596,13 +596,94 @@ def test_demo_runs_daemon_source_and_dashboard_until_ctrl_c(tmp_path: Path) -> N
     assert not _http_ok(health)
 
 
+def _proc_stat(pid: int) -> tuple[int, int, str] | None:
+    """(parent pid, process group, state) of a live process, from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), int(fields[2]), fields[0]
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """Every live descendant of ``pid`` (pid -> process group), walking /proc."""
+    stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _proc_stat(int(d)))}
+    found: dict[int, int] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, pgid, _state) in stats.items():
+            if ppid == parent and child not in found:
+                found[child] = pgid
+                frontier.append(child)
+    return found
+
+
+def _alive(pids: Iterable[int], groups: Iterable[int]) -> list[tuple[int, int]]:
+    """Processes that are still running: one of ``pids``, or a member of one of ``groups``."""
+    pids, groups = set(pids), set(groups)
+    stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _proc_stat(int(d)))}
+    return [(pid, st[1]) for pid, st in stats.items()
+            if st[2] != "Z" and (pid in pids or st[1] in groups)]  # fmt: skip
+
+
+def _children_by_command(parent: int, *words: str) -> list[int]:
+    """Direct children of ``parent`` with one of ``words`` as an argument."""
+    found = []
+    for pid in _descendants(parent):
+        if (st := _proc_stat(pid)) is None or st[0] != parent:
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(w.encode() in cmdline for w in words):
+            found.append(pid)
+    return found
+
+
 @pytest.mark.slow
 def test_demo_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
+    """The dashboard dies: the others stop, exit 1, and the unmerged generated files go."""
+    port = _free_port()
+    demo = _demo(tmp_path, port, history=40)
+    try:
+        wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 60,
+                   "the dashboard to answer", poll=0.5)  # fmt: skip
+        tree = _descendants(demo.pid)
+        (dashboard,) = _children_by_command(demo.pid, "dashboard", "streamlit")
+        os.kill(dashboard, signal.SIGKILL)
+        code = demo.wait(120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    output = (tmp_path / "demo.log").read_text()
+    assert code == 1, output
+    assert "exited unexpectedly" in output, output
+    assert _alive(tree, tree.values()) == [], output
+    left = sorted(p.name for p in (tmp_path / "landing").iterdir())
+    assert left == [], left  # merged files were removed by the daemon, the rest by the demo
+
+
+@pytest.mark.parametrize("obstacle", ["lake", "port"])
+def test_demo_that_cannot_start_writes_nothing(tmp_path: Path, obstacle: str) -> None:
+    """A held lake or a taken port: one line, exit 1, and no history left in landing."""
+    import contextlib
+    import socket
+
     from ecom_stream.lock import LakeLock
 
-    lake = Lake(tmp_path / "lake")
-    with LakeLock(lake.lock_path, "test holding the lake"):  # the demo's daemon will refuse
-        demo = _demo(tmp_path, _free_port())
+    with contextlib.ExitStack() as stack:
+        port = _free_port()
+        if obstacle == "lake":
+            stack.enter_context(LakeLock(Lake(tmp_path / "lake").lock_path, "test holding it"))
+        else:
+            busy = stack.enter_context(socket.socket())
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+        demo = _demo(tmp_path, port)
         try:
             code = demo.wait(120)
         finally:
@@ -610,4 +691,6 @@ def test_demo_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
                 demo.kill()
     output = (tmp_path / "demo.log").read_text()
     assert code == 1, output
-    assert "exited unexpectedly" in output and "another ecom-stream process" in output
+    expected = "another ecom-stream process" if obstacle == "lake" else "cannot listen on"
+    assert expected in output and "Traceback" not in output, output
+    assert sorted(p.name for p in (tmp_path / "landing").iterdir()) == []
