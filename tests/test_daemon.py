@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -664,6 +665,45 @@ def test_demo_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
     assert _alive(tree, tree.values()) == [], output
     left = sorted(p.name for p in (tmp_path / "landing").iterdir())
     assert left == [], left  # merged files were removed by the daemon, the rest by the demo
+
+
+@pytest.mark.slow
+def test_demo_piped_into_tee_stops_its_whole_tree_on_ctrl_c(tmp_path: Path) -> None:
+    """`ecom-stream demo | tee log`, then Ctrl-C: the terminal sends SIGINT to the foreground
+    group (the demo and tee), tee dies, and the demo's output pipe has no reader any more."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "ecom_stream", "demo", "--landing", str(tmp_path / "landing"),
+           "--lake", str(tmp_path / "lake"), "--port", str(port), "--interval", "0.2",
+           "--orders-per-batch", "20", "--history-batches", "6"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_QUIET_SECONDS": str(QUIET)}
+    # The shell leads the "foreground" group, as a terminal's shell would make it.
+    line = f"{shlex.join(cmd)} 2>stderr.log | cat > tee.log"
+    shell = subprocess.Popen(["sh", "-c", line], env=env, cwd=tmp_path, start_new_session=True)
+    demo_pid = wait_until(lambda: next(iter(_children_by_command(shell.pid, "demo")), None), 30,
+                          "the demo to start")  # fmt: skip
+    tree: dict[int, int] = {}
+    left: list[tuple[int, int]] = []
+    try:
+        wait_until(lambda: shell.poll() is None and _http_ok(f"http://127.0.0.1:{port}/_stcore/health"),
+                   90, "the demo's dashboard", poll=0.5)  # fmt: skip
+        wait_until(lambda: len(_children_by_command(demo_pid, "watch", "generate")) == 2, 30,
+                   "the daemon and the source")  # fmt: skip
+        tree = _descendants(shell.pid)
+        assert len(tree) >= 5, tree  # the demo, cat, the daemon, the source, the dashboard
+        os.killpg(shell.pid, signal.SIGINT)  # Ctrl-C
+        wait_until(lambda: _proc_stat(demo_pid) is None or _proc_stat(demo_pid)[2] == "Z", 90,
+                   "the demo to exit")  # fmt: skip
+        shell.wait(30)
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait()
+        left = _alive(tree, tree.values())
+        for pid, _pgid in left:  # do not leave them to the next test
+            os.kill(pid, signal.SIGKILL)
+    errors = (tmp_path / "stderr.log").read_text()
+    assert left == [], errors
+    assert "Traceback" not in errors, errors
 
 
 @pytest.mark.parametrize("obstacle", ["lake", "port"])
