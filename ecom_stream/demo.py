@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -37,7 +38,7 @@ from ecom_stream.lake import Lake
 from ecom_stream.lock import LakeLock
 from ecom_stream.serve import check_dashboard, child_env
 
-__all__ = ["run_demo"]
+__all__ = ["StartUp", "run_demo", "source_args", "start_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,7 @@ def run_demo(
     _preflight(settings)
     before = {p.name for p in landing.iterdir()}  # a failed start removes only what it added
     out = _Output()
-    if history_batches and not _has_data(settings):
-        out.say(f"demo: the lake is empty: writing {history_batches} history batches into "
-                f"{landing} (the daemon merges them first)")
-        _write_history(settings, history_batches, orders_per_batch)
-    start = _next_order_number(settings)
+    plan = start_up(settings, history_batches, orders_per_batch, out.say)
 
     stop: list[int] = []  # a signal only appends (no locks inside a signal handler)
 
@@ -91,11 +88,8 @@ def run_demo(
     try:
         common = _common_args(settings)
         children.spawn("daemon", "watch", *common)
-        children.spawn(
-            "source", "generate", *common, "--out", str(landing), "--interval", str(interval),
-            "--start", str(start), "--batches", str(SOURCE_BATCHES),
-            "--orders-per-batch", str(orders_per_batch), "--seed", str(DEMO_SEED),
-        )  # fmt: skip
+        children.spawn("source", "generate",
+                       *source_args(settings, plan, interval, orders_per_batch))  # fmt: skip
         children.spawn(
             "dashboard", "dashboard", *common, "--port", str(settings.dashboard_port),
             "--address", settings.dashboard_address,
@@ -302,26 +296,51 @@ def _remove_unprocessed(landing: Path, before: set[str], out: _Output) -> None:
         out.say(f"demo: removed {removed} generated files that were not merged from {landing}")
 
 
-def _has_data(settings: Settings) -> bool:
-    """Whether the lake or landing already holds orders (then no history is generated)."""
-    if any(_ORDER_NUMBER.match(p.name) for p in settings.landing_dir.iterdir()):
-        return True
-    lake = Lake(settings.lake_dir)
-    return lake.exists() and lake.count("silver_orders") > 0
+@dataclass(frozen=True)
+class StartUp:
+    """Where the simulated source resumes: its first order batch, and whether it sends the
+    catalogue (only when neither landing nor the lake has product files yet)."""
+
+    start: int
+    send_catalogue: bool
 
 
-def _write_history(settings: Settings, batches: int, orders_per_batch: int) -> None:
-    from ecom_stream.generate import GenerateOptions, generate
+def start_up(settings: Settings, history_batches: int, orders_per_batch: int,
+             say: Callable[[str], None] = print) -> StartUp:
+    """Write the history batches still missing; return where the source continues.
 
-    generate(GenerateOptions(out=settings.landing_dir, batches=batches,
-                             orders_per_batch=orders_per_batch, seed=DEMO_SEED))
-
-
-def _next_order_number(settings: Settings) -> int:
-    """One past the highest order batch number seen in landing or in the lake's ledger."""
+    The demo's data is one numbered series (batch ``n`` is simulated day ``n``, always the same
+    bytes): batch numbers in landing and in the lake's ledger say where an earlier run stopped,
+    so a restart neither re-sends the catalogue nor re-drops a batch the lake already holds.
+    A lake with orders of another origin gets no history.
+    """
     names = [p.name for p in settings.landing_dir.iterdir()]
     lake = Lake(settings.lake_dir)
     if lake.exists():
         names += lake.read_pandas("ledger", columns=["file_name"])["file_name"].dropna().tolist()
     numbers = [int(m.group(1)) for n in names if (m := _ORDER_NUMBER.match(n))]
-    return max(numbers, default=0) + 1
+    start = max(numbers, default=0) + 1
+    has_catalogue = any(n.lower().startswith("products") for n in names) or (
+        lake.exists() and lake.count("silver_products") > 0)
+    foreign = start == 1 and lake.exists() and lake.count("silver_orders") > 0
+    if start <= history_batches and not foreign:
+        from ecom_stream.generate import GenerateOptions, generate
+
+        what = "the lake is empty" if start == 1 else f"the history stopped at day {start - 1}"
+        say(f"demo: {what}: writing history batches {start}-{history_batches} into "
+            f"{settings.landing_dir} (the daemon merges them first)")
+        generate(GenerateOptions(
+            out=settings.landing_dir, batches=history_batches - start + 1, start=start,
+            orders_per_batch=orders_per_batch, seed=DEMO_SEED, catalogue=not has_catalogue,
+        ))  # fmt: skip
+        return StartUp(history_batches + 1, send_catalogue=False)
+    return StartUp(start, send_catalogue=not has_catalogue)
+
+
+def source_args(settings: Settings, plan: StartUp, interval: float, orders_per_batch: int,
+                batches: int = SOURCE_BATCHES) -> list[str]:
+    """The ``generate`` command line of the simulated source (after the subcommand)."""
+    args = [*_common_args(settings), "--out", str(settings.landing_dir.absolute()),
+            "--interval", str(interval), "--start", str(plan.start), "--batches", str(batches),
+            "--orders-per-batch", str(orders_per_batch), "--seed", str(DEMO_SEED)]  # fmt: skip
+    return args if plan.send_catalogue else [*args, "--no-products"]

@@ -706,6 +706,101 @@ def test_demo_piped_into_tee_stops_its_whole_tree_on_ctrl_c(tmp_path: Path) -> N
     assert "Traceback" not in errors, errors
 
 
+def _product_rejects(lake: Path) -> int:
+    rejects = Lake(lake).read_pandas("rejected_rows", columns=["entity"])
+    return int((rejects["entity"] == "products").sum())
+
+
+def test_demo_start_up_continues_the_series_without_resending(tmp_path: Path) -> None:
+    """Three starts on one lake: each continues where the last stopped, and the catalogue
+    (with its rejected rows) is sent once."""
+    from ecom_stream.cli import main as cli
+    from ecom_stream.demo import source_args, start_up
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    settings = Settings(landing_dir=landing, lake_dir=lake)
+    common = ["--lake", str(lake), "--landing", str(landing)]
+    plans, rejected = [], []
+    for _ in range(3):
+        plan = start_up(settings, history_batches=3, orders_per_batch=20, say=lambda _line: None)
+        plans.append(plan)
+        # The source child's own command line, for two batches instead of "forever".
+        assert cli(["generate", *source_args(settings, plan, 0.01, 20, batches=2)]) == 0
+        # What the daemon does: merge them, then remove the merged files from landing.
+        assert cli(["backfill", *common, str(landing), "--no-progress"]) == 0
+        for path in landing.glob("*.json"):
+            path.unlink()
+        rejected.append(_product_rejects(lake))
+    assert [(p.start, p.send_catalogue) for p in plans] == [(4, False), (6, False), (8, False)]
+    assert rejected[0] > 0 and rejected == [rejected[0]] * 3
+    names = Lake(lake).read_pandas("ledger", columns=["file_name"])["file_name"].tolist()
+    assert sorted(names) == [f"orders-{n:06d}.json" for n in range(1, 10)] + [
+        "products-000001.json"
+    ]
+
+
+def test_demo_start_up_writes_the_missing_history_only(tmp_path: Path) -> None:
+    """A run that stopped early (its unmerged history removed) is completed, without the
+    catalogue; with no history asked and an empty lake, the source sends the catalogue."""
+    from ecom_stream.cli import main as cli
+    from ecom_stream.demo import start_up
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    settings = Settings(landing_dir=landing, lake_dir=lake)
+    assert start_up(settings, 0, 20, say=lambda _line: None) == _start(1, True)
+    start_up(settings, history_batches=5, orders_per_batch=20, say=lambda _line: None)
+    for n in range(3, 6):  # the daemon merged the catalogue and days 1-2 only
+        (landing / f"orders-{n:06d}.json").unlink()
+    common = ["--lake", str(lake), "--landing", str(landing)]
+    assert cli(["backfill", *common, str(landing), "--no-progress"]) == 0
+    for path in landing.glob("*.json"):
+        path.unlink()
+    plan = start_up(settings, history_batches=5, orders_per_batch=20, say=lambda _line: None)
+    assert plan == _start(6, False)
+    assert sorted(p.name for p in landing.iterdir()) == [f"orders-{n:06d}.json" for n in (3, 4, 5)]
+
+
+def _start(start: int, send_catalogue: bool) -> Any:
+    from ecom_stream.demo import StartUp
+
+    return StartUp(start, send_catalogue)
+
+
+@pytest.mark.slow
+def test_demo_restarted_three_times_counts_the_catalogue_once(tmp_path: Path) -> None:
+    """The real command, started and stopped three times on one lake."""
+    lake = tmp_path / "lake"
+
+    def merged_orders() -> int:
+        ledger = read_ledger(lake)
+        merged = ledger[ledger["outcome"] == "merged"]["file_name"]
+        return int(merged.str.startswith("orders").sum())
+
+    rejected = []
+    for _ in range(3):
+        before = merged_orders()
+        demo = _demo(tmp_path, _free_port(), history=3)
+        try:
+            def dripped(demo: subprocess.Popen[bytes] = demo, before: int = before) -> bool:
+                assert demo.poll() is None, (tmp_path / "demo.log").read_text()
+                landing = tmp_path / "landing"
+                products = landing.exists() and any(
+                    p.name.startswith("products") for p in landing.iterdir()
+                )
+                return merged_orders() >= before + 2 and not products
+
+            wait_until(dripped, 120, "two more batches to be merged", poll=0.5)
+            demo.send_signal(signal.SIGINT)
+            assert demo.wait(60) == 0, (tmp_path / "demo.log").read_text()
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+        rejected.append(_product_rejects(lake))
+    assert rejected[0] > 0 and rejected == [rejected[0]] * 3, rejected
+
+
 @pytest.mark.parametrize("obstacle", ["lake", "port"])
 def test_demo_that_cannot_start_writes_nothing(tmp_path: Path, obstacle: str) -> None:
     """A held lake or a taken port: one line, exit 1, and no history left in landing."""
