@@ -5,9 +5,10 @@ configured lake and landing folder. Each gets a session (and so a process group)
 a Ctrl-C in the terminal reaches only this process, which then stops each child exactly once
 (a child that got SIGINT from the terminal and SIGTERM from us would take the second signal for
 "abort now"). Stopping, on SIGINT, SIGTERM, SIGHUP or SIGPIPE, when the reader of our output
-goes away, or when a child dies: SIGTERM to every child's group, up to ``STOP_TIMEOUT`` seconds
-to finish, then SIGKILL to the groups; a second signal skips the wait. On Linux each child also
-gets SIGTERM from the kernel if the demo itself is killed.
+goes away, or when a child dies: SIGTERM to every child's group, ``demo_stop_seconds`` to
+finish (the daemon completes its micro-batch in hand), then SIGKILL to the groups; a second
+signal skips the wait. On Linux each child also gets SIGTERM from the kernel if the demo itself
+is killed.
 
 The children write into pipes that the demo copies to its own stdout and stderr, so when those
 break (``demo | tee`` and a Ctrl-C that kills tee too), no child sees a broken pipe: the demo
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 DEMO_SEED = 42
 SOURCE_BATCHES = 1_000_000  # "forever": the source drips until the demo stops
-STOP_TIMEOUT = 15.0  # the daemon finishes its micro-batch in hand before it exits
 POLL_SECONDS = 0.5
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 _ORDER_NUMBER = re.compile(r"^orders\D*(\d+)", re.IGNORECASE)
@@ -83,7 +83,7 @@ def run_demo(
         stop.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-    children = _Children(out)
+    children = _Children(out, settings.demo_stop_seconds)
     code = 1
     try:
         common = _common_args(settings)
@@ -147,8 +147,9 @@ class _Output:
 class _Children:
     """The demo's child processes, each in its own session, with their output relayed."""
 
-    def __init__(self, out: _Output) -> None:
+    def __init__(self, out: _Output, stop_seconds: float) -> None:
         self.out = out
+        self.stop_seconds = stop_seconds
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pipes: dict[int, int] = {}  # read end of a relay pipe -> the fd it is copied to
 
@@ -210,12 +211,12 @@ class _Children:
             if self.procs[name].poll() is None:
                 _signal_group(self.procs[name], signal.SIGTERM)
         signals_so_far = len(stop)
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = time.monotonic() + self.stop_seconds
         while any(p.poll() is None for p in self.procs.values()):
             if time.monotonic() > deadline or len(stop) > signals_so_far:
                 late = [n for n in order if self.procs[n].poll() is None]
                 why = "on a second signal" if len(stop) > signals_so_far else (
-                    f"after {STOP_TIMEOUT:.0f} s")
+                    f"after {self.stop_seconds:g} s")
                 self.out.say(f"demo: killing the {', '.join(late)} {why}", err=True)
                 break
             self.relay(0.1)
