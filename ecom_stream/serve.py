@@ -90,7 +90,8 @@ def check_dashboard(app: Traversable | Path = APP) -> None:
 
 
 def serve_dashboard(settings: Settings, app: Traversable | Path = APP) -> int:
-    """Replace this process with the Streamlit server; returns only on an error.
+    """Replace this process with the Streamlit server (exit code: Streamlit's, 0 on Ctrl-C or
+    SIGTERM); does not return.
 
     Raises:
         EcomStreamError: the app is missing, Streamlit is not installed or cannot be started.
