@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--start", type=int, default=1, help="number of the first order file (default 1)"
     )
+    p.add_argument(
+        "--no-products",
+        action="store_true",
+        help="write only order files (the lake already holds the catalogue)",
+    )
 
     p = add("backfill", "process every batch file in DIR (default: landing) and exit")
     p.add_argument(

@@ -36,6 +36,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         interval=args.interval,
         start=args.start,
+        catalogue=not args.no_products,
     )
     paths = generate(options, on_file=lambda p: print(f"wrote {p}") if args.interval else None)
     print(f"generated {len(paths)} files in {out}")

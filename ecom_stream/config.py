@@ -119,6 +119,8 @@ class Settings:
     """Port of the dashboard."""
     heartbeat_stale_seconds: float = 60.0
     """A daemon heartbeat older than this shows as stale."""
+    demo_stop_seconds: float = 15.0
+    """``demo`` gives its children this long to stop after SIGTERM, then SIGKILLs them."""
 
     log_json: bool = False
     """Emit one JSON object per log line."""

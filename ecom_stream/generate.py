@@ -1,7 +1,8 @@
 """The simulated e-commerce source: a product catalogue and a stream of order batch files.
 
-``generate`` writes ``products-000001.json`` ... first, then ``orders-NNNNNN.json`` (numbered from
-``options.start``), each a JSON array with one object per line, written atomically.
+``generate`` writes ``products-000001.json`` ... first (unless ``options.catalogue`` is off), then
+``orders-NNNNNN.json`` (numbered from ``options.start``), each a JSON array with one object per
+line, written atomically.
 
 - Timeline: order batch ``n`` covers the day ``start_date + (n - 1)`` (one batch per simulated
   day), by a daily hour profile; ~2% of new orders arrive 1-3 days late. The catalogue
@@ -104,6 +105,7 @@ class GenerateOptions:
     seed: int = 42
     interval: float = 0.0  # seconds between order batches (drip, for the demo)
     start: int = 1  # number of the first order file (so a demo can continue a series)
+    catalogue: bool = True  # write the product files (False: the lake holds them already)
     start_date: date = date(2026, 1, 1)
 
 
@@ -122,8 +124,8 @@ def generate(options: GenerateOptions, *, on_file: Callable[[Path], None] | None
         if on_file is not None:
             on_file(path)
 
-    catalogue = _Catalogue(options)
-    for k in range(1, options.product_batches + 1):
+    catalogue = _Catalogue(options)  # built anyway: order totals use its prices
+    for k in range(1, options.product_batches + 1 if options.catalogue else 1):
         emit(f"products-{k:06d}.json", catalogue.file_rows(k))
     stream = _OrderStream(options, catalogue)
     for i, n in enumerate(range(options.start, options.start + options.batches)):

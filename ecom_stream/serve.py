@@ -1,33 +1,38 @@
-"""``ecom-stream dashboard``: runs ``streamlit run dashboard/app.py`` as a child process."""
+"""``ecom-stream dashboard``: becomes ``streamlit run`` on the app shipped in the package.
+
+The app is ``ecom_stream/dashboard/app.py``, found through ``importlib.resources`` so that it
+runs the same from a wheel, an editable install or a checkout. The command replaces itself
+with the Streamlit server (``exec``) instead of running it as a child: there is one process,
+which handles SIGINT/SIGTERM itself, so a supervisor (``ecom-stream demo``, a service manager)
+that stops or kills it leaves nothing behind.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
+import importlib.util
 import logging
 import os
-import signal
-import subprocess
+import site
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from types import FrameType
 
+import ecom_stream
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError
 
-__all__ = ["APP_PATH", "dashboard_command", "dashboard_env", "serve_dashboard"]
+__all__ = [
+    "APP", "check_dashboard", "child_env", "dashboard_command", "dashboard_env", "serve_dashboard",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP_PATH = REPO_ROOT / "dashboard" / "app.py"
-STOP_TIMEOUT = 10.0
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+APP: Traversable = importlib.resources.files("ecom_stream.dashboard").joinpath("app.py")
 PRIMARY_COLOR = "#4C78A8"
 
 
-def dashboard_command(settings: Settings, app: Path = APP_PATH) -> list[str]:
+def dashboard_command(settings: Settings, app: Path) -> list[str]:
     """The ``streamlit run`` command line for ``settings``."""
     return [
         sys.executable, "-m", "streamlit", "run", str(app),
@@ -52,61 +57,60 @@ def dashboard_env(settings: Settings, base: dict[str, str] | None = None) -> dic
         ECOM_HEARTBEAT_STALE_SECONDS=str(settings.heartbeat_stale_seconds),
         ECOM_EXCLUDED_STATUSES=",".join(settings.excluded_statuses),
     )
-    # The app imports ecom_stream from this checkout even when it is not installed.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return child_env(env)
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` such that a child Python imports this same ``ecom_stream``.
+
+    Needed when it comes from a checkout on ``PYTHONPATH`` or the current folder; an
+    installed package (wheel or editable) is found by the child anyway, and its
+    site-packages is not put on ``PYTHONPATH`` (that would move it before the standard
+    library).
+    """
+    root = str(Path(ecom_stream.__file__).resolve().parent.parent)
+    sites = [*site.getsitepackages(), site.getusersitepackages()]
+    installed = {str(Path(p).resolve()) for p in sites}
+    if root in installed:
+        return env
+    path = env.get("PYTHONPATH", "")
+    if root not in path.split(os.pathsep):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)
     return env
 
 
-def serve_dashboard(settings: Settings, app: Path = APP_PATH) -> int:
-    """Serve the dashboard until SIGINT/SIGTERM; returns the server's exit code (0 on Ctrl-C).
+def check_dashboard(app: Traversable | Path = APP) -> None:
+    """Raise EcomStreamError unless the app and Streamlit are there (before anything starts)."""
+    if not app.is_file():
+        raise EcomStreamError(
+            f"dashboard script not found at {app}: reinstall the package (pip install .)"
+        )
+    if importlib.util.find_spec("streamlit") is None:
+        raise EcomStreamError("streamlit is not installed: pip install streamlit (or the package)")
+
+
+def serve_dashboard(settings: Settings, app: Traversable | Path = APP) -> int:
+    """Replace this process with the Streamlit server (exit code: Streamlit's, 0 on Ctrl-C or
+    SIGTERM); does not return.
 
     Raises:
-        EcomStreamError: the dashboard script is missing or Streamlit cannot be started.
+        EcomStreamError: the app is missing, Streamlit is not installed or cannot be started.
     """
-    if not app.is_file():
-        raise EcomStreamError(f"dashboard script not found at {app}: is this a full checkout?")
+    check_dashboard(app)
     logger.info(
         "dashboard on http://%s:%s (lake %s); Ctrl-C stops it",
         settings.dashboard_address,
         settings.dashboard_port,
         settings.lake_dir.absolute(),
     )
-    try:
-        # Own session: a terminal Ctrl-C reaches only us, and we forward it exactly once.
-        proc = subprocess.Popen(
-            dashboard_command(settings, app), env=dashboard_env(settings), start_new_session=True
-        )
-    except OSError as exc:
-        raise EcomStreamError(f"cannot start streamlit: {exc}") from exc
-    stopped: list[int] = []
-    with _forward_signals(proc, stopped):
-        code = proc.wait()
-        if stopped:
-            try:
-                code = proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-    if stopped and (code == 0 or abs(code) in STOP_SIGNALS or code - 128 in STOP_SIGNALS):
-        return 0  # stopped on request (Ctrl-C, SIGTERM)
-    return code if code >= 0 else 128 - code
-
-
-@contextmanager
-def _forward_signals(proc: subprocess.Popen[bytes], stopped: list[int]) -> Iterator[None]:
-    """Pass SIGINT/SIGTERM on to the child (only the main thread can install handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        stopped.append(signum)
-        if proc.poll() is None:
-            proc.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A regular install has the file on disk (as_file gives the path itself); a zipped one
+    # gets a copy, which the server (this process, after exec) keeps.
+    with importlib.resources.as_file(app) as path:
+        cmd = dashboard_command(settings, path)
+        try:
+            os.execve(cmd[0], cmd, dashboard_env(settings))
+        except OSError as exc:
+            raise EcomStreamError(f"cannot start streamlit ({cmd[0]}): {exc}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover (execve returns only by raising)

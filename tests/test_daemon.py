@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -643,10 +644,10 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _demo(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+def _demo(tmp_path: Path, port: int, history: int = 6) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "ecom_stream", "demo", "--landing", str(tmp_path / "landing"),
            "--lake", str(tmp_path / "lake"), "--port", str(port), "--interval", "1",
-           "--orders-per-batch", "20", "--history-batches", "6"]
+           "--orders-per-batch", "20", "--history-batches", str(history)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_QUIET_SECONDS": str(QUIET)}
     with open(tmp_path / "demo.log", "wb") as log:
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -678,13 +679,228 @@ def test_demo_runs_daemon_source_and_dashboard_until_ctrl_c(tmp_path: Path) -> N
     assert not _http_ok(health)
 
 
+def _proc_stat(pid: int) -> tuple[int, int, str] | None:
+    """(parent pid, process group, state) of a live process, from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), int(fields[2]), fields[0]
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """Every live descendant of ``pid`` (pid -> process group), walking /proc."""
+    stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _proc_stat(int(d)))}
+    found: dict[int, int] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, pgid, _state) in stats.items():
+            if ppid == parent and child not in found:
+                found[child] = pgid
+                frontier.append(child)
+    return found
+
+
+def _alive(pids: Iterable[int], groups: Iterable[int]) -> list[tuple[int, int]]:
+    """Processes that are still running: one of ``pids``, or a member of one of ``groups``."""
+    pids, groups = set(pids), set(groups)
+    stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _proc_stat(int(d)))}
+    return [(pid, st[1]) for pid, st in stats.items()
+            if st[2] != "Z" and (pid in pids or st[1] in groups)]  # fmt: skip
+
+
+def _children_by_command(parent: int, *words: str) -> list[int]:
+    """Direct children of ``parent`` with one of ``words`` as an argument."""
+    found = []
+    for pid in _descendants(parent):
+        if (st := _proc_stat(pid)) is None or st[0] != parent:
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(w.encode() in cmdline for w in words):
+            found.append(pid)
+    return found
+
+
 @pytest.mark.slow
 def test_demo_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
+    """The dashboard dies: the others stop, exit 1, and the unmerged generated files go."""
+    port = _free_port()
+    demo = _demo(tmp_path, port, history=40)
+    try:
+        wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 60,
+                   "the dashboard to answer", poll=0.5)  # fmt: skip
+        tree = _descendants(demo.pid)
+        (dashboard,) = _children_by_command(demo.pid, "dashboard", "streamlit")
+        os.kill(dashboard, signal.SIGKILL)
+        code = demo.wait(120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    output = (tmp_path / "demo.log").read_text()
+    assert code == 1, output
+    assert "exited unexpectedly" in output, output
+    assert _alive(tree, tree.values()) == [], output
+    left = sorted(p.name for p in (tmp_path / "landing").iterdir())
+    assert left == [], left  # merged files were removed by the daemon, the rest by the demo
+
+
+@pytest.mark.slow
+def test_demo_piped_into_tee_stops_its_whole_tree_on_ctrl_c(tmp_path: Path) -> None:
+    """`ecom-stream demo | tee log`, then Ctrl-C: the terminal sends SIGINT to the foreground
+    group (the demo and tee), tee dies, and the demo's output pipe has no reader any more."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "ecom_stream", "demo", "--landing", str(tmp_path / "landing"),
+           "--lake", str(tmp_path / "lake"), "--port", str(port), "--interval", "0.2",
+           "--orders-per-batch", "20", "--history-batches", "6"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_QUIET_SECONDS": str(QUIET)}
+    # The shell leads the "foreground" group, as a terminal's shell would make it.
+    line = f"{shlex.join(cmd)} 2>stderr.log | cat > tee.log"
+    shell = subprocess.Popen(["sh", "-c", line], env=env, cwd=tmp_path, start_new_session=True)
+    demo_pid = wait_until(lambda: next(iter(_children_by_command(shell.pid, "demo")), None), 30,
+                          "the demo to start")  # fmt: skip
+    tree: dict[int, int] = {}
+    left: list[tuple[int, int]] = []
+    try:
+        wait_until(lambda: shell.poll() is None and _http_ok(f"http://127.0.0.1:{port}/_stcore/health"),
+                   90, "the demo's dashboard", poll=0.5)  # fmt: skip
+        wait_until(lambda: len(_children_by_command(demo_pid, "watch", "generate")) == 2, 30,
+                   "the daemon and the source")  # fmt: skip
+        tree = _descendants(shell.pid)
+        assert len(tree) >= 5, tree  # the demo, cat, the daemon, the source, the dashboard
+        os.killpg(shell.pid, signal.SIGINT)  # Ctrl-C
+        wait_until(lambda: _proc_stat(demo_pid) is None or _proc_stat(demo_pid)[2] == "Z", 90,
+                   "the demo to exit")  # fmt: skip
+        shell.wait(30)
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait()
+        left = _alive(tree, tree.values())
+        for pid, _pgid in left:  # do not leave them to the next test
+            os.kill(pid, signal.SIGKILL)
+    errors = (tmp_path / "stderr.log").read_text()
+    assert left == [], errors
+    assert "Traceback" not in errors, errors
+
+
+def _product_rejects(lake: Path) -> int:
+    rejects = Lake(lake).read_pandas("rejected_rows", columns=["entity"])
+    return int((rejects["entity"] == "products").sum())
+
+
+def test_demo_start_up_continues_the_series_without_resending(tmp_path: Path) -> None:
+    """Three starts on one lake: each continues where the last stopped, and the catalogue
+    (with its rejected rows) is sent once."""
+    from ecom_stream.cli import main as cli
+    from ecom_stream.demo import source_args, start_up
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    settings = Settings(landing_dir=landing, lake_dir=lake)
+    common = ["--lake", str(lake), "--landing", str(landing)]
+    plans, rejected = [], []
+    for _ in range(3):
+        plan = start_up(settings, history_batches=3, orders_per_batch=20, say=lambda _line: None)
+        plans.append(plan)
+        # The source child's own command line, for two batches instead of "forever".
+        assert cli(["generate", *source_args(settings, plan, 0.01, 20, batches=2)]) == 0
+        # What the daemon does: merge them, then remove the merged files from landing.
+        assert cli(["backfill", *common, str(landing), "--no-progress"]) == 0
+        for path in landing.glob("*.json"):
+            path.unlink()
+        rejected.append(_product_rejects(lake))
+    assert [(p.start, p.send_catalogue) for p in plans] == [(4, False), (6, False), (8, False)]
+    assert rejected[0] > 0 and rejected == [rejected[0]] * 3
+    names = Lake(lake).read_pandas("ledger", columns=["file_name"])["file_name"].tolist()
+    assert sorted(names) == [f"orders-{n:06d}.json" for n in range(1, 10)] + [
+        "products-000001.json"
+    ]
+
+
+def test_demo_start_up_writes_the_missing_history_only(tmp_path: Path) -> None:
+    """A run that stopped early (its unmerged history removed) is completed, without the
+    catalogue; with no history asked and an empty lake, the source sends the catalogue."""
+    from ecom_stream.cli import main as cli
+    from ecom_stream.demo import start_up
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    landing.mkdir()
+    settings = Settings(landing_dir=landing, lake_dir=lake)
+    assert start_up(settings, 0, 20, say=lambda _line: None) == _start(1, True)
+    start_up(settings, history_batches=5, orders_per_batch=20, say=lambda _line: None)
+    for n in range(3, 6):  # the daemon merged the catalogue and days 1-2 only
+        (landing / f"orders-{n:06d}.json").unlink()
+    common = ["--lake", str(lake), "--landing", str(landing)]
+    assert cli(["backfill", *common, str(landing), "--no-progress"]) == 0
+    for path in landing.glob("*.json"):
+        path.unlink()
+    plan = start_up(settings, history_batches=5, orders_per_batch=20, say=lambda _line: None)
+    assert plan == _start(6, False)
+    assert sorted(p.name for p in landing.iterdir()) == [f"orders-{n:06d}.json" for n in (3, 4, 5)]
+
+
+def _start(start: int, send_catalogue: bool) -> Any:
+    from ecom_stream.demo import StartUp
+
+    return StartUp(start, send_catalogue)
+
+
+@pytest.mark.slow
+def test_demo_restarted_three_times_counts_the_catalogue_once(tmp_path: Path) -> None:
+    """The real command, started and stopped three times on one lake."""
+    lake = tmp_path / "lake"
+
+    def merged_orders() -> int:
+        ledger = read_ledger(lake)
+        merged = ledger[ledger["outcome"] == "merged"]["file_name"]
+        return int(merged.str.startswith("orders").sum())
+
+    rejected = []
+    for _ in range(3):
+        before = merged_orders()
+        demo = _demo(tmp_path, _free_port(), history=3)
+        try:
+            def dripped(demo: subprocess.Popen[bytes] = demo, before: int = before) -> bool:
+                assert demo.poll() is None, (tmp_path / "demo.log").read_text()
+                landing = tmp_path / "landing"
+                products = landing.exists() and any(
+                    p.name.startswith("products") for p in landing.iterdir()
+                )
+                return merged_orders() >= before + 2 and not products
+
+            wait_until(dripped, 120, "two more batches to be merged", poll=0.5)
+            demo.send_signal(signal.SIGINT)
+            assert demo.wait(60) == 0, (tmp_path / "demo.log").read_text()
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+        rejected.append(_product_rejects(lake))
+    assert rejected[0] > 0 and rejected == [rejected[0]] * 3, rejected
+
+
+@pytest.mark.parametrize("obstacle", ["lake", "port"])
+def test_demo_that_cannot_start_writes_nothing(tmp_path: Path, obstacle: str) -> None:
+    """A held lake or a taken port: one line, exit 1, and no history left in landing."""
+    import contextlib
+    import socket
+
     from ecom_stream.lock import LakeLock
 
-    lake = Lake(tmp_path / "lake")
-    with LakeLock(lake.lock_path, "test holding the lake"):  # the demo's daemon will refuse
-        demo = _demo(tmp_path, _free_port())
+    with contextlib.ExitStack() as stack:
+        port = _free_port()
+        if obstacle == "lake":
+            stack.enter_context(LakeLock(Lake(tmp_path / "lake").lock_path, "test holding it"))
+        else:
+            busy = stack.enter_context(socket.socket())
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+        demo = _demo(tmp_path, port)
         try:
             code = demo.wait(120)
         finally:
@@ -692,4 +908,6 @@ def test_demo_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
                 demo.kill()
     output = (tmp_path / "demo.log").read_text()
     assert code == 1, output
-    assert "exited unexpectedly" in output and "another ecom-stream process" in output
+    expected = "another ecom-stream process" if obstacle == "lake" else "cannot listen on"
+    assert expected in output and "Traceback" not in output, output
+    assert sorted(p.name for p in (tmp_path / "landing").iterdir()) == []

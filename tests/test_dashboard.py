@@ -22,9 +22,10 @@ from ecom_stream.cli import main as cli
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError
 from ecom_stream.lake import Lake
-from ecom_stream.serve import APP_PATH, dashboard_command, dashboard_env, serve_dashboard
+from ecom_stream.serve import APP, dashboard_command, dashboard_env, serve_dashboard
 
-APP = str(REPO / "dashboard" / "app.py")
+APP_FILE = str(APP)  # the app shipped in the package (ecom_stream/dashboard/app.py)
+CHECKOUT_APP = str(REPO / "dashboard" / "app.py")  # the thin runner kept in the checkout
 BATCHES, ORDERS_PER_BATCH, PRODUCTS = 45, 30, 60  # 15 simulated days
 SECTIONS = ("Daily revenue and anomalies", "Pipeline health", "Data quality", "Raw data")
 KPI_LABELS = ["Revenue", "Orders", "Avg order value", "Unique customers"]
@@ -76,10 +77,12 @@ def add_batch(lake: Path, landing: Path, number: int) -> None:
     build_lake(lake.parent, batches=1, start=number)
 
 
-def app(monkeypatch: pytest.MonkeyPatch, lake: Path, landing: Path) -> AppTest:
+def app(
+    monkeypatch: pytest.MonkeyPatch, lake: Path, landing: Path, script: str = APP_FILE
+) -> AppTest:
     monkeypatch.setenv("ECOM_LAKE", str(lake))
     monkeypatch.setenv("ECOM_LANDING", str(landing))
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(script, default_timeout=60)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -345,9 +348,9 @@ def test_dashboard_command_is_local_and_headless(tmp_path: Path) -> None:
     settings = Settings(
         lake_dir=tmp_path / "lake", landing_dir=tmp_path / "landing", dashboard_port=8765
     )
-    cmd = dashboard_command(settings)
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == str(APP_PATH)
-    assert APP_PATH.is_file()
+    cmd = dashboard_command(settings, Path(APP_FILE))
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == APP_FILE
+    assert APP.is_file() and Path(APP_FILE).parent == REPO / "ecom_stream" / "dashboard"
     for flag in (
         "--server.headless=true",
         "--server.address=127.0.0.1",
@@ -359,6 +362,16 @@ def test_dashboard_command_is_local_and_headless(tmp_path: Path) -> None:
     env = dashboard_env(settings, base={})
     assert env["ECOM_LAKE"] == str((tmp_path / "lake").absolute())
     assert Settings.from_sources(env).lake_dir == (tmp_path / "lake").absolute()
+
+
+def test_the_checkout_runner_shows_the_packaged_app(
+    built: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`streamlit run dashboard/app.py` from a checkout renders the same page, once."""
+    packaged = app(monkeypatch, *built)
+    runner = app(monkeypatch, *built, script=CHECKOUT_APP)
+    assert kpis(runner) == kpis(packaged) and len(kpis(runner)) == len(KPI_LABELS)
+    assert [m.label for m in runner.metric] == [m.label for m in packaged.metric]
 
 
 def test_missing_app_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,1 +1,0 @@
-"""The Streamlit dashboard (``app.py``) and its helpers; run with ``ecom-stream dashboard``."""
