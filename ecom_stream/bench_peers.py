@@ -208,7 +208,8 @@ def _read_delta(path: Path, columns: list[str]) -> Any:
     import pyarrow.fs as pafs
     from deltalake import DeltaTable
 
-    # A native filesystem: the default one can abort the interpreter at exit (TECH_NOTES 2).
+    # A native filesystem: the default one can abort the interpreter at exit: Arrow's I/O
+    # threads call back into it and hit std::terminate during finalization.
     fs = pafs.SubTreeFileSystem(str(path), pafs.LocalFileSystem())
     return DeltaTable(str(path)).to_pandas(columns=columns, filesystem=fs)
 
@@ -311,5 +312,5 @@ if __name__ == "__main__":
         traceback.print_exc()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Skip interpreter teardown, where Arrow/Delta native threads can abort (TECH_NOTES 2).
+    # Skip interpreter teardown, where Arrow/Delta native threads can abort with SIGABRT.
     os._exit(code)

@@ -275,7 +275,8 @@ def run() -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 128 + signal.SIGPIPE
     # os._exit: skip interpreter teardown, where Arrow/Delta native threads can abort
-    # the process (see TECH_NOTES, SIGABRT at exit); everything is committed and flushed.
+    # the process with SIGABRT ("terminate called without an active exception": an I/O
+    # thread wants the GIL during finalization); everything is committed and flushed.
     logging.shutdown()
     os._exit(code)
 

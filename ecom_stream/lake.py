@@ -495,7 +495,9 @@ class Lake:
 
     def _fs(self, name: str) -> pafs.FileSystem:
         # A native filesystem: deltalake's default Python filesystem can abort the
-        # interpreter at exit (see TECH_NOTES "terminate called without an active exception").
+        # interpreter at exit: Arrow's I/O threads call back into it and, wanting the GIL
+        # during finalization, end in std::terminate ("terminate called without an active
+        # exception", SIGABRT).
         return pafs.SubTreeFileSystem(str(self.path(name)), pafs.LocalFileSystem())
 
     def read(
