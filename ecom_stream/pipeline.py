@@ -41,7 +41,9 @@ from ecom_stream.read import (
     FileKind,
     classify,
     display_name,
+    line_chunks,
     name_problem,
+    parse_lines_piece,
     parse_records,
     read_bytes,
 )
@@ -274,6 +276,13 @@ class Pipeline:
                 continue
             if isinstance(item, FileOutcome):
                 finals.append(item)
+            elif item.pieces:
+                # A file larger than a micro-batch is a micro-batch of its own, merged in pieces.
+                if group:
+                    flush()
+                group.append(item)
+                flush()
+                continue
             else:
                 if group and (
                     group[0].entity != item.entity
@@ -351,6 +360,21 @@ class Pipeline:
             return self._quarantine_unread(
                 path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
             )
+        max_rows = self.settings.microbatch_max_rows
+        if kind.fmt == "lines" and data.count(b"\n") >= max_rows:
+            pieces = line_chunks(data, max_rows)
+            if len(pieces) > 1:
+                self.lake.store_raw(
+                    batch_id,
+                    path.name,
+                    data,
+                    bookkeeping.raw_meta(path.name, kind, batch_id, received),
+                )
+                return ParsedFile(
+                    path, path.name, kind.entity or "", batch_id, arrival, [], received,
+                    (time.perf_counter() - started) * 1000, data=data, pieces=pieces,
+                    piece_arrivals=[_piece_arrival(arrival, k) for k in range(len(pieces))],
+                )
         try:
             records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
         except BatchReadError as exc:
@@ -462,6 +486,8 @@ class Pipeline:
         self, group: list[ParsedFile], finals: list[FileOutcome]
     ) -> list[FileOutcome]:
         arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
+        # A file merged in pieces appends bronze and rejected rows under one arrival a piece.
+        arrivals += [a for g in group for a in g.piece_arrivals]
         # Files of a failed micro-batch stay suspects (some of their rows may be committed)
         # until they are recorded, so the marker lists them too.
         marker = sorted(self._suspects | set(arrivals))
@@ -506,6 +532,8 @@ class Pipeline:
         return outcomes
 
     def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
+        if group[0].pieces:
+            return [self._merge_pieces(group[0])]
         entity = group[0].entity
         key = S.KEYS[entity]
         t0 = time.perf_counter()
@@ -637,6 +665,177 @@ class Pipeline:
             if o.outcome == "merged":
                 o.gold_committed_at = gold_at
         return outcomes
+
+    def _piece_frames(
+        self, g: ParsedFile, k: int, offset: int
+    ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
+        """Piece ``k`` of a large file: its records, raw and typed frames (row numbers
+        counted over the file, from ``offset``)."""
+        assert g.data is not None
+        start, end, line = g.pieces[k]
+        records = parse_lines_piece(g.data, start, end, line, offset, self.settings.max_json_depth)
+        raw = clean.records_frame(g.entity, [records])
+        raw["_row_no"] += offset
+        typed = clean.typed_view(g.entity, raw, self.settings, [g.received_at])
+        return records, raw, typed
+
+    def _reject_reasons(
+        self, entity: str, typed: pd.DataFrame, rejected: dict[int, str]
+    ) -> np.ndarray:
+        """Per row, why it is rejected (None: accepted), as in ``_merge_group``."""
+        reason = np.full(len(typed), None, dtype=object)
+        for pos, why in rejected.items():
+            reason[pos] = why
+        for name, mask in clean.row_rules(entity, typed).items():
+            if self.settings.policies.get(name) != "warn":
+                reason[(reason == None) & mask] = name  # noqa: E711
+        return reason
+
+    def _merge_pieces(self, g: ParsedFile) -> FileOutcome:
+        """Merge a file of more rows than a micro-batch holds, piece by piece, so memory is
+        bounded by the piece size and not by the file's.
+
+        Pass 1 validates every piece and keeps only the failing rows and, per accepted row,
+        its key, version and hash: the file's verdict and quality rows are decided over the
+        whole file, and each key's newest version in the file is known. Pass 2 parses again
+        and merges each piece's rows that are the newest of their key in the whole file, so
+        each key is merged once and its domain warning compares it with the state before
+        the file. Bronze and rejected rows are appended under one arrival a piece (a replay
+        skips only the pieces committed); each piece's domain warnings are written to raw/
+        before its merge (a replay after the merge could not compute them again); the
+        quality rows and the ledger row are written once, after the last piece.
+        """
+        from ecom_stream.validate import CheckResult, FileChecks, combine_domain_warnings
+
+        entity, key = g.entity, S.KEYS[g.entity]
+        t0 = time.perf_counter()
+        refresh.heal_order_lines(self.lake)
+        outcome = FileOutcome(
+            g.name, entity, g.batch_id, g.arrival_id, "merged", received_at=g.received_at,
+            source=g.path, timings={"read_ms": g.read_ms},
+        )
+        checks = FileChecks(self.validator, entity)
+        offsets: list[int] = []
+        rejections: list[tuple[np.ndarray, np.ndarray]] = []
+        keys, versions, hashes, rows = [], [], [], []
+        total = 0
+        try:
+            for k in range(len(g.pieces)):
+                records, raw, typed = self._piece_frames(g, k, total)
+                offsets.append(total)
+                present = set().union(*map(dict.keys, records))
+                reason = self._reject_reasons(entity, typed, checks.add(typed, present))
+                bad = np.flatnonzero(reason != None)  # noqa: E711
+                rejections.append((bad, reason[bad]))
+                ok = reason == None  # noqa: E711
+                outcome.rows_rescued += int(raw["_rescued"].notna().sum())
+                keys.append(typed.loc[ok, key].to_numpy(dtype=np.int64))
+                versions.append(
+                    pd.DatetimeIndex(typed.loc[ok, "_version_ts"]).as_unit("ns").asi8
+                )
+                hashes.append(np.array(typed.loc[ok, "_row_hash"].tolist(), dtype="S64"))
+                rows.append(typed.loc[ok, "_row_no"].to_numpy(dtype=np.int64))
+                total += len(records)
+                del records, raw, typed
+            if total == 0:
+                raise BatchReadError("empty file (only white space)")
+        except BatchReadError as exc:
+            return self._quarantine_unread(
+                g.path, classify(g.path.name), g.data, g.batch_id, g.arrival_id, exc.reason,
+                g.received_at,
+            )
+        self._freeze_gc()
+        report = checks.report()
+        outcome.rows_in = total
+        t1 = time.perf_counter()
+        warnings: list[Any] = []
+        if report.quarantine_reasons:
+            outcome.outcome = "quarantined"
+            outcome.reason = "; ".join(report.quarantine_reasons)
+        else:
+            # Each key's newest version in the file (newest _version_ts, then largest hash,
+            # then the last row: as clean.newest_per_key over the whole file).
+            kk, vv, hh, rr = (np.concatenate(a) for a in (keys, versions, hashes, rows))
+            order = np.lexsort((rr, hh, vv, kk))
+            last = np.ones(len(order), dtype=bool)
+            last[:-1] = kk[order][1:] != kk[order][:-1]
+            newest = np.zeros(total, dtype=bool)
+            newest[rr[order][last]] = True
+            del keys, versions, hashes, rows, kk, vv, hh, rr, order, last
+            for k, piece_arrival in enumerate(g.piece_arrivals):
+                records, raw, typed = self._piece_frames(g, k, offsets[k])
+                piece = dataclasses.replace(
+                    g, arrival_id=piece_arrival, records=records, data=None, pieces=[]
+                )
+                owner = dataclasses.replace(outcome, arrival_id=piece_arrival, source=None)
+                bad, why = rejections[k]
+                reason = np.full(len(typed), None, dtype=object)
+                reason[bad] = why
+                rejected = reason != None  # noqa: E711
+                outcome.rows_rejected += int(rejected.sum())
+                outcome.rows_merged += int((~rejected).sum())
+                if rejected.any():
+                    self._append_once(
+                        "rejected_rows",
+                        bookkeeping.rejected_rows(
+                            entity, raw, typed, reason, rejected, [piece], offsets[k]
+                        ),
+                        [owner],
+                    )
+                self._append_once(BRONZE[entity], bookkeeping.bronze_rows(entity, raw, [piece]),
+                                  [owner])
+                mine = ~rejected & newest[typed["_row_no"].to_numpy()]
+                typed_ok = typed[mine].reset_index(drop=True)
+                del records, raw, typed, piece
+                winners, stored, found = self._silver_changes(entity, key, typed_ok)
+                kept = self.lake.raw_path(g.batch_id, f"warnings-{piece_arrival}.json")
+                if kept.exists():
+                    found = [
+                        (0, CheckResult(**c, failing_rows=np.empty(0, np.int64)))
+                        for c in json.loads(kept.read_bytes())
+                    ]
+                else:
+                    atomic_write(
+                        kept,
+                        orjson.dumps([c.to_json() for _, c in found], default=str),
+                        tmp_dir=self.lake.raw_tmp_dir,
+                    )
+                warnings.append([c for _, c in found])
+                if not winners.empty:
+                    if entity == "orders":
+                        self._merge_orders(winners, stored)
+                    else:
+                        self._merge_products(winners, stored)
+                del winners, stored, typed_ok
+                self.gold.bring_up_to_date()
+                _release_memory()
+        t2 = time.perf_counter()
+        by_name: dict[str, list[Any]] = {}
+        for found_list in warnings:
+            for c in found_list:
+                by_name.setdefault(c.expectation, []).append(c)
+        combined = [
+            (0, combine_domain_warnings(entity, parts, self.settings))
+            for parts in by_name.values()
+        ]
+        quality = bookkeeping.quality_rows([g], [report], combined, pd.DataFrame())
+        self._append_once("quality_validations", quality, [outcome])
+        if outcome.outcome == "quarantined":
+            failed = [
+                {"check": c.expectation, "policy": c.policy, "observed": c.observed,
+                 "sample": c.sample}
+                for c in report.checks
+                if not c.success and c.policy == "quarantine-batch"
+            ]
+            self._quarantine_file(outcome, g.data, {"failed_checks": failed})
+        self._store_gx_result(g, report)
+        outcome.timings.update(
+            validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=0.0
+        )
+        if outcome.outcome == "merged":
+            outcome.gold_committed_at = datetime.now(UTC)
+        g.data = None
+        return outcome
 
     def _bookkeep_alongside(
         self,
@@ -819,6 +1018,11 @@ class Pipeline:
             return
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _piece_arrival(arrival: str, k: int) -> str:
+    """The arrival id under which piece ``k`` of a large file appends its rows."""
+    return hashlib.sha256(f"{arrival}:piece:{k}".encode()).hexdigest()[:32]
 
 
 def _file_steps(
