@@ -38,11 +38,14 @@ from ecom_stream.digests import DigestSet
 from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
 from ecom_stream.read import (
+    LINES_SUFFIXES,
     FileKind,
+    array_chunks,
     classify,
     display_name,
     line_chunks,
     name_problem,
+    parse_array_piece,
     parse_lines_piece,
     parse_records,
     read_bytes,
@@ -360,21 +363,19 @@ class Pipeline:
             return self._quarantine_unread(
                 path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
             )
-        max_rows = self.settings.microbatch_max_rows
-        if kind.fmt == "lines" and data.count(b"\n") >= max_rows:
-            pieces = line_chunks(data, max_rows)
-            if len(pieces) > 1:
-                self.lake.store_raw(
-                    batch_id,
-                    path.name,
-                    data,
-                    bookkeeping.raw_meta(path.name, kind, batch_id, received),
-                )
-                return ParsedFile(
-                    path, path.name, kind.entity or "", batch_id, arrival, [], received,
-                    (time.perf_counter() - started) * 1000, data=data, pieces=pieces,
-                    piece_arrivals=[_piece_arrival(arrival, k) for k in range(len(pieces))],
-                )
+        pieces = self._pieces(data, kind.fmt or "array")
+        if pieces:
+            self.lake.store_raw(
+                batch_id,
+                path.name,
+                data,
+                bookkeeping.raw_meta(path.name, kind, batch_id, received),
+            )
+            return ParsedFile(
+                path, path.name, kind.entity or "", batch_id, arrival, [], received,
+                (time.perf_counter() - started) * 1000, data=data, pieces=pieces,
+                piece_arrivals=[_piece_arrival(arrival, k) for k in range(len(pieces))],
+            )
         try:
             records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
         except BatchReadError as exc:
@@ -666,14 +667,33 @@ class Pipeline:
                 o.gold_committed_at = gold_at
         return outcomes
 
+    def _pieces(self, data: bytes, fmt: str) -> list[tuple[int, int, int]] | None:
+        """How to cut a file of more rows than a micro-batch holds (None: read it whole).
+        A file of at most 40 bytes a row of the bound is read whole without a scan: its
+        records are too small to weigh on memory whatever their count."""
+        max_rows = self.settings.microbatch_max_rows
+        if len(data) <= max_rows * 40:
+            return None
+        if fmt == "lines":
+            if data.count(b"\n") < max_rows:
+                return None
+            pieces = line_chunks(data, max_rows)
+            return pieces if len(pieces) > 1 else None
+        return array_chunks(data, max_rows)
+
     def _piece_frames(
         self, g: ParsedFile, k: int, offset: int
     ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
         """Piece ``k`` of a large file: its records, raw and typed frames (row numbers
         counted over the file, from ``offset``)."""
         assert g.data is not None
-        start, end, line = g.pieces[k]
-        records = parse_lines_piece(g.data, start, end, line, offset, self.settings.max_json_depth)
+        start, end, first = g.pieces[k]
+        depth = self.settings.max_json_depth
+        records = (
+            parse_lines_piece(g.data, start, end, first, offset, depth)
+            if g.name.lower().endswith(LINES_SUFFIXES)
+            else parse_array_piece(g.data, start, end, offset, depth)
+        )
         raw = clean.records_frame(g.entity, [records])
         raw["_row_no"] += offset
         typed = clean.typed_view(g.entity, raw, self.settings, [g.received_at])
@@ -737,6 +757,9 @@ class Pipeline:
                 rows.append(typed.loc[ok, "_row_no"].to_numpy(dtype=np.int64))
                 total += len(records)
                 del records, raw, typed
+                # Great Expectations leaves cycles holding the piece's frames: collect them
+                # now (the cyclic collector is paused while files are processed).
+                _release_memory()
             if total == 0:
                 raise BatchReadError("empty file (only white space)")
         except BatchReadError as exc:

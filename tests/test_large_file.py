@@ -3,6 +3,7 @@ same tables as merging it whole, one ledger row, and a crash between pieces doub
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +40,27 @@ def big_orders() -> list[dict[str, Any]]:
 
 
 def lines(folder: Path, name: str, rows: list[dict[str, Any]]) -> None:
-    import json
+    """JSON Lines, or for a .json name an array with one element a line."""
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if name.endswith(".json"):
+        text = "[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n"
+    (folder / name).write_text(text)
 
-    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-
-def fill(landing: Path, big: list[dict[str, Any]]) -> None:
+def fill(landing: Path, big: list[dict[str, Any]], big_name: str = "orders-1.jsonl") -> None:
     landing.mkdir(parents=True, exist_ok=True)
     lines(landing, "products-1.jsonl", [product(i) for i in range(1, 5)])
     lines(landing, "orders-0.jsonl", [order(3, status="shipped"), order(7, status="pending")])
-    lines(landing, "orders-1.jsonl", big)
+    lines(landing, big_name, big)
 
 
-def run(tmp: Path, name: str, max_rows: int, big: list[dict[str, Any]]) -> Settings:
+def run(
+    tmp: Path, name: str, max_rows: int, big: list[dict[str, Any]],
+    big_name: str = "orders-1.jsonl",
+) -> Settings:
     s = Settings(landing_dir=tmp / f"{name}-landing", lake_dir=tmp / f"{name}-lake",
                  microbatch_max_rows=max_rows)
-    fill(s.landing_dir, big)
+    fill(s.landing_dir, big, big_name)
     run_backfill(s, progress=False)
     return s
 
@@ -67,24 +73,27 @@ def facts(s: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     return ledger.reset_index(drop=True), quality.reset_index(drop=True)
 
 
-def test_a_large_file_in_pieces_gives_the_tables_of_the_whole_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("big_name", ["orders-1.jsonl", "orders-1.json"])
+def test_a_large_file_in_pieces_gives_the_tables_of_the_whole_file(
+    tmp_path: Path, big_name: str
+) -> None:
     big = big_orders()
-    whole = run(tmp_path, "whole", 60_000, big)
-    pieces = run(tmp_path, "pieces", 50, big)
+    whole = run(tmp_path, "whole", 60_000, big, big_name)
+    pieces = run(tmp_path, "pieces", 50, big, big_name)
     tables = [*COMPARED_TABLES, *BOOKKEEPING]
     assert_same_tables(snapshot(pieces.lake_dir, tables), snapshot(whole.lake_dir, tables))
     (ledger_p, quality_p), (ledger_w, quality_w) = facts(pieces), facts(whole)
     pd.testing.assert_frame_equal(ledger_p, ledger_w)
-    assert (ledger_p["file_name"] == "orders-1.jsonl").sum() == 1
-    assert ledger_p.set_index("file_name").loc["orders-1.jsonl", "rows_rejected"] >= 2
+    assert (ledger_p["file_name"] == big_name).sum() == 1
+    assert ledger_p.set_index("file_name").loc[big_name, "rows_rejected"] >= 2
     pd.testing.assert_frame_equal(quality_p, quality_w)
     warning = quality_p[(quality_p["expectation"] == "orders_status_backwards")
-                        & (quality_p["source_file"] == "orders-1.jsonl")]
+                        & (quality_p["source_file"] == big_name)]
     assert warning["unexpected_count"].tolist() == [1]
     assert not list(pieces.landing_dir.iterdir())
     # It was merged in pieces: 50 rows a piece, each appending bronze under its own arrival.
     bronze = Lake(pieces.lake_dir).read_pandas("bronze_orders")
-    assert bronze.loc[bronze["_source_file"] == "orders-1.jsonl", "_arrival_id"].nunique() == 5
+    assert bronze.loc[bronze["_source_file"] == big_name, "_arrival_id"].nunique() == 5
 
 
 def test_the_missing_share_gate_is_decided_over_the_whole_file(tmp_path: Path) -> None:
@@ -103,15 +112,18 @@ def test_the_missing_share_gate_is_decided_over_the_whole_file(tmp_path: Path) -
         assert_same_tables(snapshot(pieces.lake_dir, tables), snapshot(whole.lake_dir, tables))
 
 
-@pytest.mark.parametrize("method", ["merge_upsert", "append"])
+@pytest.mark.parametrize(
+    ("method", "big_name"),
+    [("merge_upsert", "orders-1.jsonl"), ("append", "orders-1.jsonl"), ("append", "orders-1.json")],
+)
 def test_a_failure_in_a_middle_piece_then_a_retry_doubles_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, big_name: str
 ) -> None:
     big = big_orders()
-    whole = run(tmp_path, "whole", 60_000, big)
+    whole = run(tmp_path, "whole", 60_000, big, big_name)
     s = Settings(landing_dir=tmp_path / "crash-landing", lake_dir=tmp_path / "crash-lake",
                  microbatch_max_rows=50)
-    fill(s.landing_dir, big)
+    fill(s.landing_dir, big, big_name)
     original = getattr(Lake, method)
     calls = {"n": 0}
     target = "silver_orders" if method == "merge_upsert" else "bronze_orders"
@@ -127,7 +139,7 @@ def test_a_failure_in_a_middle_piece_then_a_retry_doubles_nothing(
     with pytest.raises(OSError, match="simulated crash"):
         run_backfill(s, progress=False)
     assert Lake(s.lake_dir).inflight_path.exists()
-    assert (s.landing_dir / "orders-1.jsonl").exists()
+    assert (s.landing_dir / big_name).exists()
     monkeypatch.setattr(Lake, method, original)
     run_backfill(s, progress=False)
     tables = [*COMPARED_TABLES, *BOOKKEEPING]
@@ -137,21 +149,23 @@ def test_a_failure_in_a_middle_piece_then_a_retry_doubles_nothing(
     pd.testing.assert_frame_equal(quality_c, quality_w)
 
 
+@pytest.mark.parametrize("big_name", ["orders-1.jsonl", "orders-1.json"])
 def test_a_large_file_with_a_bad_line_is_quarantined_naming_the_file_line(
-    tmp_path: Path,
+    tmp_path: Path, big_name: str
 ) -> None:
     s = Settings(landing_dir=tmp_path / "landing", lake_dir=tmp_path / "lake",
                  microbatch_max_rows=50)
     s.landing_dir.mkdir()
     rows = [order(i) for i in range(1, 231)]
-    lines(s.landing_dir, "orders-1.jsonl", rows)
-    with (s.landing_dir / "orders-1.jsonl").open("a") as fh:
-        fh.write("{not json\n")
+    rows[200]["customer_id"] = "__BAD__"
+    lines(s.landing_dir, big_name, rows)
+    path = s.landing_dir / big_name
+    path.write_text(path.read_text().replace('"__BAD__"', "{not json"))
     run_backfill(s, progress=False)
     lake = Lake(s.lake_dir)
     row = lake.read_pandas("ledger").iloc[0]
     assert row["outcome"] == "quarantined"
-    assert "line 231" in row["reason"]
+    assert f"line {201 if big_name.endswith('jsonl') else 202}" in row["reason"]
     assert lake.read("bronze_orders").num_rows == 0
     assert lake.read("silver_orders").num_rows == 0
 
