@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 DONE_OUTCOMES = ("merged", "quarantined", "empty")
 # Micro-batches of at least this many rows append bronze while silver merges (see _merge_group).
 BRONZE_ALONGSIDE_ROWS = 5_000
+# A file merged in pieces refreshes gold at least this often (see _merge_pieces).
+GOLD_EVERY_SECONDS = 4.0
 # The tables whose versions a ledger row records (what the batch produced).
 LEDGER_VERSIONED = (
     "silver_products",
@@ -722,7 +724,7 @@ class Pipeline:
         each key is merged once and its domain warning compares it with the state before
         the file. Bronze and rejected rows are appended under one arrival a piece (a replay
         skips only the pieces committed); each piece's domain warnings are written to raw/
-        before its merge (a replay after the merge could not compute them again); the
+        before its merge (a replay after the merge could not compute them again); gold, the
         quality rows and the ledger row are written once, after the last piece.
         """
         from ecom_stream.validate import CheckResult, FileChecks, combine_domain_warnings
@@ -772,6 +774,7 @@ class Pipeline:
         outcome.rows_in = total
         t1 = time.perf_counter()
         warnings: list[Any] = []
+        gold_ms = 0.0
         if report.quarantine_reasons:
             outcome.outcome = "quarantined"
             outcome.reason = "; ".join(report.quarantine_reasons)
@@ -785,6 +788,7 @@ class Pipeline:
             newest = np.zeros(total, dtype=bool)
             newest[rr[order][last]] = True
             del keys, versions, hashes, rows, kk, vv, hh, rr, order, last
+            gold_at = time.perf_counter()
             for k, piece_arrival in enumerate(g.piece_arrivals):
                 records, raw, typed = self._piece_frames(g, k, offsets[k])
                 piece = dataclasses.replace(
@@ -830,9 +834,16 @@ class Pipeline:
                     else:
                         self._merge_products(winners, stored)
                 del winners, stored, typed_ok
-                self.gold.bring_up_to_date()
                 _release_memory()
+                # Gold from the commits of several pieces at once (each piece recomputing all
+                # the days it touches re-reads a growing silver), but at least every few
+                # seconds: it reads the silver commit files, kept only 10 s (LOG_RETENTION).
+                if time.perf_counter() - gold_at > GOLD_EVERY_SECONDS:
+                    gold_ms += self.gold.bring_up_to_date()
+                    gold_at = time.perf_counter()
         t2 = time.perf_counter()
+        if outcome.outcome == "merged":
+            gold_ms += self.gold.bring_up_to_date()
         by_name: dict[str, list[Any]] = {}
         for found_list in warnings:
             for c in found_list:
@@ -853,7 +864,7 @@ class Pipeline:
             self._quarantine_file(outcome, g.data, {"failed_checks": failed})
         self._store_gx_result(g, report)
         outcome.timings.update(
-            validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=0.0
+            validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
         )
         if outcome.outcome == "merged":
             outcome.gold_committed_at = datetime.now(UTC)
