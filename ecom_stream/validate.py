@@ -663,7 +663,7 @@ class FileChecks:
         self._kept_rows += len(union)
         self._rows += len(typed)
         self._present |= present
-        self._last = typed.iloc[:0]
+        self._last = typed.iloc[:0].copy()  # a view would keep the piece alive
         return piece.rejected
 
     def report(self) -> FileValidation:
