@@ -88,6 +88,11 @@ class ParsedFile:
     records: list[dict[str, Any]]
     received_at: datetime
     read_ms: float
+    # A JSON Lines file of more rows than a micro-batch holds: its bytes, cut into pieces
+    # (start, end, first line) merged one after another, each appending under its own arrival.
+    data: bytes | None = None
+    pieces: list[tuple[int, int, int]] = field(default_factory=list)
+    piece_arrivals: list[str] = field(default_factory=list)
 
 
 def ledger_rows(
@@ -187,12 +192,15 @@ def rejected_rows(
     reasons: np.ndarray,
     mask: np.ndarray,
     group: list[ParsedFile],
+    row_offset: int = 0,
 ) -> pd.DataFrame:
+    """``row_offset``: the file row number of the first record of ``group``'s records (a
+    piece of a large file)."""
     files = typed["_file"].to_numpy()[mask]
     row_no = typed["_row_no"].to_numpy()[mask]
     key = S.KEYS[entity]
     raw_json = [
-        json.dumps(group[f].records[r], ensure_ascii=False, default=str)
+        json.dumps(group[f].records[r - row_offset], ensure_ascii=False, default=str)
         for f, r in zip(files, row_no, strict=True)
     ]
     return pd.DataFrame(

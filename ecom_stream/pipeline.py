@@ -38,10 +38,15 @@ from ecom_stream.digests import DigestSet
 from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
 from ecom_stream.read import (
+    LINES_SUFFIXES,
     FileKind,
+    array_chunks,
     classify,
     display_name,
+    line_chunks,
     name_problem,
+    parse_array_piece,
+    parse_lines_piece,
     parse_records,
     read_bytes,
 )
@@ -53,6 +58,8 @@ logger = logging.getLogger(__name__)
 DONE_OUTCOMES = ("merged", "quarantined", "empty")
 # Micro-batches of at least this many rows append bronze while silver merges (see _merge_group).
 BRONZE_ALONGSIDE_ROWS = 5_000
+# A file merged in pieces refreshes gold at least this often (see _merge_pieces).
+GOLD_EVERY_SECONDS = 4.0
 # The tables whose versions a ledger row records (what the batch produced).
 LEDGER_VERSIONED = (
     "silver_products",
@@ -274,6 +281,13 @@ class Pipeline:
                 continue
             if isinstance(item, FileOutcome):
                 finals.append(item)
+            elif item.pieces:
+                # A file larger than a micro-batch is a micro-batch of its own, merged in pieces.
+                if group:
+                    flush()
+                group.append(item)
+                flush()
+                continue
             else:
                 if group and (
                     group[0].entity != item.entity
@@ -350,6 +364,19 @@ class Pipeline:
         if kind.action == "quarantine":
             return self._quarantine_unread(
                 path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
+            )
+        pieces = self._pieces(data, kind.fmt or "array")
+        if pieces:
+            self.lake.store_raw(
+                batch_id,
+                path.name,
+                data,
+                bookkeeping.raw_meta(path.name, kind, batch_id, received),
+            )
+            return ParsedFile(
+                path, path.name, kind.entity or "", batch_id, arrival, [], received,
+                (time.perf_counter() - started) * 1000, data=data, pieces=pieces,
+                piece_arrivals=[_piece_arrival(arrival, k) for k in range(len(pieces))],
             )
         try:
             records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
@@ -462,6 +489,8 @@ class Pipeline:
         self, group: list[ParsedFile], finals: list[FileOutcome]
     ) -> list[FileOutcome]:
         arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
+        # A file merged in pieces appends bronze and rejected rows under one arrival a piece.
+        arrivals += [a for g in group for a in g.piece_arrivals]
         # Files of a failed micro-batch stay suspects (some of their rows may be committed)
         # until they are recorded, so the marker lists them too.
         marker = sorted(self._suspects | set(arrivals))
@@ -506,6 +535,8 @@ class Pipeline:
         return outcomes
 
     def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
+        if group[0].pieces:
+            return [self._merge_pieces(group[0])]
         entity = group[0].entity
         key = S.KEYS[entity]
         t0 = time.perf_counter()
@@ -637,6 +668,208 @@ class Pipeline:
             if o.outcome == "merged":
                 o.gold_committed_at = gold_at
         return outcomes
+
+    def _pieces(self, data: bytes, fmt: str) -> list[tuple[int, int, int]] | None:
+        """How to cut a file of more rows than a micro-batch holds (None: read it whole).
+        A file of at most 40 bytes a row of the bound is read whole without a scan: its
+        records are too small to weigh on memory whatever their count."""
+        max_rows = self.settings.microbatch_max_rows
+        if len(data) <= max_rows * 40:
+            return None
+        if fmt == "lines":
+            if data.count(b"\n") < max_rows:
+                return None
+            pieces = line_chunks(data, max_rows)
+            return pieces if len(pieces) > 1 else None
+        return array_chunks(data, max_rows)
+
+    def _piece_frames(
+        self, g: ParsedFile, k: int, offset: int
+    ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
+        """Piece ``k`` of a large file: its records, raw and typed frames (row numbers
+        counted over the file, from ``offset``)."""
+        assert g.data is not None
+        start, end, first = g.pieces[k]
+        depth = self.settings.max_json_depth
+        records = (
+            parse_lines_piece(g.data, start, end, first, offset, depth)
+            if g.name.lower().endswith(LINES_SUFFIXES)
+            else parse_array_piece(g.data, start, end, offset, depth)
+        )
+        raw = clean.records_frame(g.entity, [records])
+        raw["_row_no"] += offset
+        typed = clean.typed_view(g.entity, raw, self.settings, [g.received_at])
+        return records, raw, typed
+
+    def _reject_reasons(
+        self, entity: str, typed: pd.DataFrame, rejected: dict[int, str]
+    ) -> np.ndarray:
+        """Per row, why it is rejected (None: accepted), as in ``_merge_group``."""
+        reason = np.full(len(typed), None, dtype=object)
+        for pos, why in rejected.items():
+            reason[pos] = why
+        for name, mask in clean.row_rules(entity, typed).items():
+            if self.settings.policies.get(name) != "warn":
+                reason[(reason == None) & mask] = name  # noqa: E711
+        return reason
+
+    def _merge_pieces(self, g: ParsedFile) -> FileOutcome:
+        """Merge a file of more rows than a micro-batch holds, piece by piece, so memory is
+        bounded by the piece size and not by the file's.
+
+        Pass 1 validates every piece and keeps only the failing rows and, per accepted row,
+        its key, version and hash: the file's verdict and quality rows are decided over the
+        whole file, and each key's newest version in the file is known. Pass 2 parses again
+        and merges each piece's rows that are the newest of their key in the whole file, so
+        each key is merged once and its domain warning compares it with the state before
+        the file. Bronze and rejected rows are appended under one arrival a piece (a replay
+        skips only the pieces committed); each piece's domain warnings are written to raw/
+        before its merge (a replay after the merge could not compute them again); gold, the
+        quality rows and the ledger row are written once, after the last piece.
+        """
+        from ecom_stream.validate import CheckResult, FileChecks, combine_domain_warnings
+
+        entity, key = g.entity, S.KEYS[g.entity]
+        t0 = time.perf_counter()
+        refresh.heal_order_lines(self.lake)
+        outcome = FileOutcome(
+            g.name, entity, g.batch_id, g.arrival_id, "merged", received_at=g.received_at,
+            source=g.path, timings={"read_ms": g.read_ms},
+        )
+        checks = FileChecks(self.validator, entity)
+        offsets: list[int] = []
+        rejections: list[tuple[np.ndarray, np.ndarray]] = []
+        keys, versions, hashes, rows = [], [], [], []
+        total = 0
+        try:
+            for k in range(len(g.pieces)):
+                records, raw, typed = self._piece_frames(g, k, total)
+                offsets.append(total)
+                present = set().union(*map(dict.keys, records))
+                reason = self._reject_reasons(entity, typed, checks.add(typed, present))
+                bad = np.flatnonzero(reason != None)  # noqa: E711
+                rejections.append((bad, reason[bad]))
+                ok = reason == None  # noqa: E711
+                outcome.rows_rescued += int(raw["_rescued"].notna().sum())
+                keys.append(typed.loc[ok, key].to_numpy(dtype=np.int64))
+                versions.append(
+                    pd.DatetimeIndex(typed.loc[ok, "_version_ts"]).as_unit("ns").asi8
+                )
+                hashes.append(np.array(typed.loc[ok, "_row_hash"].tolist(), dtype="S64"))
+                rows.append(typed.loc[ok, "_row_no"].to_numpy(dtype=np.int64))
+                total += len(records)
+                del records, raw, typed
+                # Great Expectations leaves cycles holding the piece's frames: collect them
+                # now (the cyclic collector is paused while files are processed).
+                _release_memory()
+            if total == 0:
+                raise BatchReadError("empty file (only white space)")
+        except BatchReadError as exc:
+            return self._quarantine_unread(
+                g.path, classify(g.path.name), g.data, g.batch_id, g.arrival_id, exc.reason,
+                g.received_at,
+            )
+        self._freeze_gc()
+        report = checks.report()
+        outcome.rows_in = total
+        t1 = time.perf_counter()
+        warnings: list[Any] = []
+        gold_ms = 0.0
+        if report.quarantine_reasons:
+            outcome.outcome = "quarantined"
+            outcome.reason = "; ".join(report.quarantine_reasons)
+        else:
+            # Each key's newest version in the file (newest _version_ts, then largest hash,
+            # then the last row: as clean.newest_per_key over the whole file).
+            kk, vv, hh, rr = (np.concatenate(a) for a in (keys, versions, hashes, rows))
+            order = np.lexsort((rr, hh, vv, kk))
+            last = np.ones(len(order), dtype=bool)
+            last[:-1] = kk[order][1:] != kk[order][:-1]
+            newest = np.zeros(total, dtype=bool)
+            newest[rr[order][last]] = True
+            del keys, versions, hashes, rows, kk, vv, hh, rr, order, last
+            gold_at = time.perf_counter()
+            for k, piece_arrival in enumerate(g.piece_arrivals):
+                records, raw, typed = self._piece_frames(g, k, offsets[k])
+                piece = dataclasses.replace(
+                    g, arrival_id=piece_arrival, records=records, data=None, pieces=[]
+                )
+                owner = dataclasses.replace(outcome, arrival_id=piece_arrival, source=None)
+                bad, why = rejections[k]
+                reason = np.full(len(typed), None, dtype=object)
+                reason[bad] = why
+                rejected = reason != None  # noqa: E711
+                outcome.rows_rejected += int(rejected.sum())
+                outcome.rows_merged += int((~rejected).sum())
+                if rejected.any():
+                    self._append_once(
+                        "rejected_rows",
+                        bookkeeping.rejected_rows(
+                            entity, raw, typed, reason, rejected, [piece], offsets[k]
+                        ),
+                        [owner],
+                    )
+                self._append_once(BRONZE[entity], bookkeeping.bronze_rows(entity, raw, [piece]),
+                                  [owner])
+                mine = ~rejected & newest[typed["_row_no"].to_numpy()]
+                typed_ok = typed[mine].reset_index(drop=True)
+                del records, raw, typed, piece
+                winners, stored, found = self._silver_changes(entity, key, typed_ok)
+                kept = self.lake.raw_path(g.batch_id, f"warnings-{piece_arrival}.json")
+                if kept.exists():
+                    found = [
+                        (0, CheckResult(**c, failing_rows=np.empty(0, np.int64)))
+                        for c in json.loads(kept.read_bytes())
+                    ]
+                else:
+                    atomic_write(
+                        kept,
+                        orjson.dumps([c.to_json() for _, c in found], default=str),
+                        tmp_dir=self.lake.raw_tmp_dir,
+                    )
+                warnings.append([c for _, c in found])
+                if not winners.empty:
+                    if entity == "orders":
+                        self._merge_orders(winners, stored)
+                    else:
+                        self._merge_products(winners, stored)
+                del winners, stored, typed_ok
+                _release_memory()
+                # Gold from the commits of several pieces at once (each piece recomputing all
+                # the days it touches re-reads a growing silver), but at least every few
+                # seconds: it reads the silver commit files, kept only 10 s (LOG_RETENTION).
+                if time.perf_counter() - gold_at > GOLD_EVERY_SECONDS:
+                    gold_ms += self.gold.bring_up_to_date()
+                    gold_at = time.perf_counter()
+        t2 = time.perf_counter()
+        if outcome.outcome == "merged":
+            gold_ms += self.gold.bring_up_to_date()
+        by_name: dict[str, list[Any]] = {}
+        for found_list in warnings:
+            for c in found_list:
+                by_name.setdefault(c.expectation, []).append(c)
+        combined = [
+            (0, combine_domain_warnings(entity, parts, self.settings))
+            for parts in by_name.values()
+        ]
+        quality = bookkeeping.quality_rows([g], [report], combined, pd.DataFrame())
+        self._append_once("quality_validations", quality, [outcome])
+        if outcome.outcome == "quarantined":
+            failed = [
+                {"check": c.expectation, "policy": c.policy, "observed": c.observed,
+                 "sample": c.sample}
+                for c in report.checks
+                if not c.success and c.policy == "quarantine-batch"
+            ]
+            self._quarantine_file(outcome, g.data, {"failed_checks": failed})
+        self._store_gx_result(g, report)
+        outcome.timings.update(
+            validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
+        )
+        if outcome.outcome == "merged":
+            outcome.gold_committed_at = datetime.now(UTC)
+        g.data = None
+        return outcome
 
     def _bookkeep_alongside(
         self,
@@ -819,6 +1052,11 @@ class Pipeline:
             return
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _piece_arrival(arrival: str, k: int) -> str:
+    """The arrival id under which piece ``k`` of a large file appends its rows."""
+    return hashlib.sha256(f"{arrival}:piece:{k}".encode()).hexdigest()[:32]
 
 
 def _file_steps(

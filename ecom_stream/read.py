@@ -357,9 +357,140 @@ def _parse_array(text: str) -> list[Any]:
     return value
 
 
-def _parse_lines(text: str) -> list[Any]:
+def line_chunks(data: bytes, max_rows: int) -> list[tuple[int, int, int]]:
+    """A JSON Lines file's bytes cut at line ends into pieces of at most ``max_rows`` lines,
+    as (start, end, first line number); one piece when the file has no more lines than that.
+    The newlines are found in one vectorised scan (no per-line objects: memory)."""
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    cuts = [0, *(int(e) + 1 for e in ends[max_rows - 1 :: max_rows] if e + 1 < len(data))]
+    bounds = [*cuts, len(data)]
+    return [(bounds[i], bounds[i + 1], i * max_rows + 1) for i in range(len(cuts))]
+
+
+# Bytes a JSON array's scan for element boundaries looks at a time (bounds its memory).
+_SCAN_BLOCK = 8 * 1024 * 1024
+_SCAN_TABLE = np.zeros(256, dtype=bool)
+_SCAN_TABLE[list(b'[]{}",')] = True
+
+
+def array_chunks(data: bytes, max_rows: int) -> list[tuple[int, int, int]] | None:
+    """A JSON array's bytes cut between top-level elements into pieces of at most
+    ``max_rows`` elements, as (start, end, first element number): each piece parses as
+    ``b"[" + data[start:end] + b"]"``. None when the file holds no more elements than that
+    or is not one well-formed array (it is then parsed whole, which names its error).
+
+    The top-level commas are found by a vectorised scan of 8 MB blocks (quotes, brackets
+    and commas; escape pairs blanked out at equal length), so no per-element object is made.
+    """
+    n = len(data)
+    begin = len(_BOM) if data.startswith(_BOM) else 0
+    if not data[begin : begin + 64].lstrip().startswith(b"[") or not data[-64:].rstrip(
+    ).endswith(b"]"):
+        return None
+    commas: list[np.ndarray] = []
+    inside, depth, pos = 0, 0, begin
+    while pos < n:
+        end = min(pos + _SCAN_BLOCK, n)
+        while end < n and data[end - 1] == 0x5C:  # never split an escape pair
+            end += 1
+        block = data[pos:end]
+        if b"\\" in block:
+            block = block.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+        arr = np.frombuffer(block, dtype=np.uint8)
+        idx = np.flatnonzero(_SCAN_TABLE[arr])
+        chars = arr[idx]
+        quotes = chars == 0x22
+        parity = (np.cumsum(quotes) + inside) % 2
+        if len(parity):
+            inside = int(parity[-1])
+        outside = (parity == 0) & ~quotes
+        idx, chars = idx[outside], chars[outside]
+        step = np.where((chars == 0x5B) | (chars == 0x7B), 1, 0) - np.where(
+            (chars == 0x5D) | (chars == 0x7D), 1, 0
+        )
+        levels = np.cumsum(step) + depth
+        closed = np.flatnonzero(levels <= 0)
+        # Only the file's last bracket may close the array.
+        if len(closed) and not (end >= n and closed.tolist() == [len(levels) - 1]):
+            return None
+        if len(levels):
+            depth = int(levels[-1])
+        commas.append(idx[(chars == 0x2C) & (levels == 1)] + pos)
+        pos = end
+    if depth != 0 or inside:
+        return None
+    cuts = np.concatenate(commas) if commas else np.empty(0, np.int64)
+    if len(cuts) < max_rows:
+        return None
+    bounds = cuts[max_rows - 1 :: max_rows].tolist()
+    starts = [data.index(b"[", begin) + 1, *(c + 1 for c in bounds)]
+    ends = [*bounds, data.rindex(b"]")]
+    return [(a, b, i * max_rows) for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
+
+
+def parse_array_piece(
+    data: bytes, start: int, end: int, first_index: int, max_depth: int
+) -> list[dict[str, Any]]:
+    """Parse one piece of a JSON array (see ``array_chunks``) as ``parse_records`` parses
+    the whole file; on an error the whole file is parsed, so that its message names the
+    file's line and column."""
+    piece = b"[" + data[start:end] + b"]"
+    try:
+        text = piece.decode("utf-8")
+        records = _parse_array(text)
+        for i, rec in enumerate(records):
+            if type(rec) is not dict:
+                raise BatchReadError(
+                    f"element {first_index + i} is {_json_type(rec)}, not an object: "
+                    "a batch is an array of objects"
+                )
+        if _nesting_depth(piece) > max_depth:
+            for i, rec in enumerate(records):
+                if _too_deep(rec, max_depth):
+                    raise BatchReadError(
+                        f"element {first_index + i} is nested deeper than {max_depth} levels"
+                    )
+    except (UnicodeDecodeError, BatchReadError) as exc:
+        del piece
+        parse_records(data, "array", max_depth)  # raises with the file's own message
+        raise BatchReadError(getattr(exc, "reason", str(exc))) from None
+    return records
+
+
+def parse_lines_piece(
+    data: bytes, start: int, end: int, first_line: int, first_index: int, max_depth: int
+) -> list[dict[str, Any]]:
+    """Parse one piece of a JSON Lines file (see ``line_chunks``) as ``parse_records`` parses
+    the whole file: errors name the file's line, byte offset and element number."""
+    piece = data[start:end]
+    if start == 0 and piece.startswith(_BOM):
+        piece, start = piece[len(_BOM) :], len(_BOM)
+    try:
+        text = piece.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BatchReadError(
+            f"not UTF-8: invalid byte 0x{piece[exc.start]:02x} at offset {start + exc.start}; "
+            "re-encode the file as UTF-8"
+        ) from None
+    records = _parse_lines(text, first_line)
+    for i, rec in enumerate(records):
+        if type(rec) is not dict:
+            raise BatchReadError(
+                f"element {first_index + i} is {_json_type(rec)}, not an object: "
+                "a batch is an array of objects"
+            )
+    if _nesting_depth(piece) > max_depth:
+        for i, rec in enumerate(records):
+            if _too_deep(rec, max_depth):
+                raise BatchReadError(
+                    f"element {first_index + i} is nested deeper than {max_depth} levels"
+                )
+    return records
+
+
+def _parse_lines(text: str, first_line: int = 1) -> list[Any]:
     records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=first_line):
         if not line.strip():
             continue
         try:

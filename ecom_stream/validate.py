@@ -9,6 +9,7 @@ per process. GX is not thread-safe: every run holds one process-wide lock.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -94,6 +95,7 @@ class FileValidation:
     checks: list[CheckResult]
     entity: str = ""
     _gx: _GxRun | None = field(default=None, repr=False, compare=False)
+    _gx_pieces: list[_GxRun] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def quarantine_reasons(self) -> list[str]:
@@ -123,7 +125,9 @@ class FileValidation:
             "checks": [c.to_json() for c in self.checks],
         }
         out["great_expectations"] = (
-            self._gx.file_json(self.file_index)
+            {"pieces": [g.file_json(0) for g in self._gx_pieces]}
+            if self._gx_pieces
+            else self._gx.file_json(self.file_index)
             if self._gx is not None
             else {"skipped": "no rows in the micro-batch: Great Expectations was not run"}
         )
@@ -613,6 +617,68 @@ class Validator:
         return out
 
 
+class FileChecks:
+    """Validates one large file piece by piece and gives the file's verdict over all its rows.
+
+    Only the rows some check fails are kept (for the samples and observed texts), and the
+    failing positions of each check: the verdict, counts and texts are those of validating
+    the whole file at once, without holding all its rows.
+    """
+
+    def __init__(self, validator: Validator, entity: str) -> None:
+        self.validator, self.entity = validator, entity
+        self._kept: list[pd.DataFrame] = []
+        self._failing: dict[str, list[np.ndarray]] = {}
+        self._runs: list[_GxRun] = []
+        self._present: set[str] = set()
+        self._rows = 0
+        self._kept_rows = 0
+        self._last = pd.DataFrame()
+
+    def add(self, typed: pd.DataFrame, present: set[str]) -> dict[int, str]:
+        """Validate one piece (``_file`` 0, ``_row_no`` counted over the file); returns its
+        rejected rows as ``FileValidation.rejected`` does (positions in ``typed``)."""
+        v = self.validator
+        gx_run: _GxRun | None = None
+        per_part: dict[str, np.ndarray] = {}
+        if len(typed):
+            with v._lock:
+                gx_run = _run_gx(self.entity, typed, 1)
+            per_part = {p.tag: p.positions for p in gx_run.parts}
+            self._runs.append(gx_run)
+        failing = v._failing_rows(self.entity, typed, per_part)
+        files = np.zeros(len(typed), np.int64)
+        piece = _per_file(self.entity, typed, files, 1, [present], failing, v.policies,
+                          v.settings, gx_run)[0]
+        union = _EMPTY
+        for pos in failing.values():
+            union = np.union1d(union, pos)
+        union = union.astype(np.int64, copy=False)
+        if len(union):
+            self._kept.append(typed.iloc[union])
+        for name, pos in failing.items():
+            self._failing.setdefault(name, []).append(
+                np.searchsorted(union, pos).astype(np.int64) + self._kept_rows
+            )
+        self._kept_rows += len(union)
+        self._rows += len(typed)
+        self._present |= present
+        self._last = typed.iloc[:0].copy()  # a view would keep the piece alive
+        return piece.rejected
+
+    def report(self) -> FileValidation:
+        """The file's verdicts (as ``Validator.validate`` gives for the whole file)."""
+        kept = (pd.concat(self._kept, ignore_index=True) if self._kept
+                else self._last.reset_index(drop=True))
+        failing = {name: np.concatenate(parts) for name, parts in self._failing.items()}
+        v = self.validator
+        report = _per_file(self.entity, kept, np.zeros(len(kept), np.int64), 1,
+                           [self._present], failing, v.policies, v.settings, None,
+                           counts=np.array([self._rows], np.int64))[0]
+        report._gx_pieces = self._runs
+        return report
+
+
 def _effective_policy(check: _Check, policies: Mapping[str, str]) -> str:
     policy = policies[check.name]
     if check.kind != "row" and policy == "drop-row":
@@ -644,9 +710,12 @@ def _per_file(
     policies: Mapping[str, str],
     settings: Settings,
     gx_run: _GxRun | None,
+    counts: np.ndarray | None = None,
 ) -> list[FileValidation]:
-    """Split the micro-batch's failing positions by file into one FileValidation per file."""
-    counts = np.bincount(files, minlength=n_files) if n_files else np.zeros(0, np.int64)
+    """Split the micro-batch's failing positions by file into one FileValidation per file
+    (``counts``: rows per file, when ``typed`` holds only some of them; see FileChecks)."""
+    if counts is None:
+        counts = np.bincount(files, minlength=n_files) if n_files else np.zeros(0, np.int64)
     split = {name: _split_by_file(pos, files, n_files) for name, pos in failing.items()}
     sampler = _Sampler(entity, typed)
     gate = settings.price_missing_gate if entity == "products" else settings.total_missing_gate
@@ -834,22 +903,55 @@ def domain_warnings(
         change = "{old:.2f} -> {new:.2f}"
     rows = np.flatnonzero(bad).astype(np.int64)
     n = int(matched.sum())
-    k = len(rows)
     sample = [
         {key: _json_value(incoming[key].iloc[p]), f"old_{column}": _json_value(old_vals.iloc[p]),
          f"new_{column}": _json_value(new_vals.iloc[p])}
         for p in rows[:_SAMPLE_ROWS]
     ]
+    return [_domain_result(entity, name, column, what, change, n, rows, sample)]
+
+
+def combine_domain_warnings(
+    entity: str, parts: Sequence[CheckResult], settings: Settings
+) -> CheckResult:
+    """One domain warning from those of the pieces of one file (each piece's keys are its
+    own, compared with the state before the file): counts add up, samples are the first."""
+    if entity == "orders":
+        what = "status moved backwards (pending < confirmed < shipped < delivered)"
+        change = "{old} -> {new}"
+    else:
+        what = f"price changed by more than {settings.price_change_factor:g}x"
+        change = "{old:.2f} -> {new:.2f}"
+    n = sum(int(c.element_count) for c in parts)
+    k = sum(int(c.unexpected_count) for c in parts)
+    sample = [s for c in parts for s in c.sample][:_SAMPLE_ROWS]
+    if k == 0:
+        # Worded as the pipeline words a file without a finding.
+        return dataclasses.replace(
+            parts[0], success=True, unexpected_count=0, element_count=n,
+            unexpected_percent=0.0 if n else None, failing_rows=_EMPTY, sample=[],
+            observed=f"no finding in {n} updated rows",
+        )
+    return _domain_result(
+        entity, parts[0].expectation, parts[0].column, what, change, n,
+        np.zeros(k, np.int64), sample,
+    )
+
+
+def _domain_result(
+    entity: str, name: str, column: str | None, what: str, change: str, n: int,
+    rows: np.ndarray, sample: list[dict[str, Any]],
+) -> CheckResult:
+    key = KEYS[entity]
+    k = len(rows)
     observed = f"{what}: {k} of {n} updated {entity} ({_pct(k, n)})"
     if k:
         observed += "; e.g. " + ", ".join(
             f"{key} {s[key]}: " + change.format(old=s[f"old_{column}"], new=s[f"new_{column}"])
             for s in sample[:3]
         )
-    return [
-        CheckResult(
-            expectation=name, column=column, policy="warn", success=k == 0, observed=observed,
-            unexpected_count=k, element_count=n, unexpected_percent=100.0 * k / n if n else None,
-            failing_rows=rows, sample=sample,
-        )
-    ]
+    return CheckResult(
+        expectation=name, column=column, policy="warn", success=k == 0, observed=observed,
+        unexpected_count=k, element_count=n, unexpected_percent=100.0 * k / n if n else None,
+        failing_rows=rows, sample=sample,
+    )

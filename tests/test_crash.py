@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -36,6 +37,13 @@ def _generate(folder: Path) -> None:
         "7",
     )
     assert result.returncode == 0, result.stderr
+    # One large JSON Lines file (1,200 orders of eight batches) that the micro-batch bound of
+    # 300 rows cuts into four pieces: a kill can land between the commits of its pieces.
+    parts = sorted(folder.glob("orders-*.json"))[-8:]
+    rows = [json.dumps(r) for p in parts for r in json.loads(p.read_text())]
+    (folder / parts[0].name.replace(".json", ".jsonl")).write_text("\n".join(rows) + "\n")
+    for p in parts:
+        p.unlink()
 
 
 def test_kill_minus_nine_then_restart_equals_clean_run(tmp_path: Path) -> None:
@@ -45,7 +53,7 @@ def test_kill_minus_nine_then_restart_equals_clean_run(tmp_path: Path) -> None:
     clean_landing, clean_lake = tmp_path / "clean-landing", tmp_path / "clean-lake"
     shutil.copytree(source, clean_landing)
     # Small micro-batches so that a kill can land between many commits.
-    env = {"ECOM_MICROBATCH_MAX_FILES": "2"}
+    env = {"ECOM_MICROBATCH_MAX_FILES": "2", "ECOM_MICROBATCH_MAX_ROWS": "300"}
     done = run_cli(
         "--landing",
         str(clean_landing),
@@ -98,8 +106,8 @@ def test_kill_minus_nine_then_restart_equals_clean_run(tmp_path: Path) -> None:
     assert kills >= 2, "the backfill finished before it could be killed twice: make the data larger"
 
     assert_same_tables(snapshot(lake), snapshot(clean_lake))
-    # Bronze: no row twice, none lost.
-    bronze = ["bronze_orders", "bronze_products"]
+    # Bronze and rejected rows: no row twice, none lost.
+    bronze = ["bronze_orders", "bronze_products", "rejected_rows"]
     assert_same_tables(snapshot(lake, bronze), snapshot(clean_lake, bronze))
     outcomes = Lake(lake).read_pandas("ledger").groupby("outcome").size().to_dict()
     clean_outcomes = Lake(clean_lake).read_pandas("ledger").groupby("outcome").size().to_dict()
