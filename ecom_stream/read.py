@@ -438,18 +438,7 @@ def parse_array_piece(
     try:
         text = piece.decode("utf-8")
         records = _parse_array(text)
-        for i, rec in enumerate(records):
-            if type(rec) is not dict:
-                raise BatchReadError(
-                    f"element {first_index + i} is {_json_type(rec)}, not an object: "
-                    "a batch is an array of objects"
-                )
-        if _nesting_depth(piece) > max_depth:
-            for i, rec in enumerate(records):
-                if _too_deep(rec, max_depth):
-                    raise BatchReadError(
-                        f"element {first_index + i} is nested deeper than {max_depth} levels"
-                    )
+        _check_piece(records, piece, first_index, max_depth)
     except (UnicodeDecodeError, BatchReadError) as exc:
         del piece
         parse_records(data, "array", max_depth)  # raises with the file's own message
@@ -473,6 +462,12 @@ def parse_lines_piece(
             "re-encode the file as UTF-8"
         ) from None
     records = _parse_lines(text, first_line)
+    _check_piece(records, piece, first_index, max_depth)
+    return records
+
+
+def _check_piece(records: list[Any], piece: bytes, first_index: int, max_depth: int) -> None:
+    """Every element of a piece is an object nested at most ``max_depth`` levels."""
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise BatchReadError(
@@ -485,7 +480,6 @@ def parse_lines_piece(
                 raise BatchReadError(
                     f"element {first_index + i} is nested deeper than {max_depth} levels"
                 )
-    return records
 
 
 def _parse_lines(text: str, first_line: int = 1) -> list[Any]:
