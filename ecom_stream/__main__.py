@@ -4,6 +4,6 @@ import os
 # trimmed between micro-batches, gives it back. Must be set before pyarrow is imported.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
-from ecom_stream.cli import run
+from ecom_stream.cli.main import run
 
 run()

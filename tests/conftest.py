@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
+from ecom_stream.storage.lake import Lake
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import run_cli
 
-from ecom_stream.bench import RunResult, latency_stats, render_table
-from ecom_stream.cli import main
+from ecom_stream.cli.main import main
+from ecom_stream.tools.bench import RunResult, latency_stats, render_table
 
 TINY = ("--files", "6", "--orders-per-file", "50", "--product-files", "1", "--products", "50")
 PEERS = ("floor", "naive", "tutorial")

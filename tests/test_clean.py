@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecom_stream import clean
+from ecom_stream.transform import clean
 
 
 def typed(entity: str, *records: dict[str, Any]) -> pd.DataFrame:
@@ -285,7 +285,7 @@ def test_title_case_keeps_apostrophes_and_digits(raw: str, titled: str) -> None:
 
 
 def test_one_title_case_for_validation_and_cleaning() -> None:
-    from ecom_stream import validate
+    from ecom_stream.quality import validate
 
     assert not hasattr(validate, "_title_case")  # validation uses clean.title_case
     t = typed("products", product(name="folio children's book", category="children's"))

@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO, run_cli
 
 from ecom_stream.errors import EcomStreamError
-from ecom_stream.folders import check_lake_to_write
-from ecom_stream.lake import Lake
+from ecom_stream.storage.folders import check_lake_to_write
+from ecom_stream.storage.lake import Lake
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -33,7 +33,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
 @pytest.fixture(scope="module")
 def small_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A lake backfilled through the CLI from a few simulated batches; also its stderr."""
-    from ecom_stream.generate import GenerateOptions, generate
+    from ecom_stream.tools.generate import GenerateOptions, generate
 
     root = tmp_path_factory.mktemp("cli")
     source, lake = root / "source", root / "lake"

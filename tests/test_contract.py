@@ -14,11 +14,11 @@ from typing import Any
 import pandas as pd
 from conftest import assert_same_tables, snapshot
 
-from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
-from ecom_stream.pipeline import Pipeline
-from ecom_stream.rebuild import rebuild
+from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.engine.pipeline import Pipeline
+from ecom_stream.engine.rebuild import rebuild
+from ecom_stream.storage.lake import Lake
 
 
 def product(pid: int, **kw: Any) -> dict[str, Any]:

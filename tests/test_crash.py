@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, assert_same_tables, run_cli, snapshot
 
-from ecom_stream.lake import Lake
+from ecom_stream.storage.lake import Lake
 
 pytestmark = pytest.mark.slow
 

@@ -27,11 +27,11 @@ import pandas as pd
 import pytest
 from conftest import REPO, assert_same_tables, run_cli, snapshot
 
-from ecom_stream.bookkeeping import FileOutcome
 from ecom_stream.config import Settings
-from ecom_stream.daemon import OVERFLOW_LOGGER, Daemon, ReadyQueue, writers_open
-from ecom_stream.lake import Lake
-from ecom_stream.status import heartbeat
+from ecom_stream.service.daemon import OVERFLOW_LOGGER, Daemon, ReadyQueue, writers_open
+from ecom_stream.service.status import heartbeat
+from ecom_stream.storage.lake import Lake
+from ecom_stream.transform.bookkeeping import FileOutcome
 
 QUIET = 0.3  # seconds; short so the tests are quick, long enough for a slow CI box
 
@@ -62,7 +62,7 @@ def generate_files(
     folder: Path, *, batches: int, orders: int, seed: int, products: int = 60
 ) -> list[Path]:
     """Batch files from the simulated source: product files first, then orders, in name order."""
-    from ecom_stream.generate import GenerateOptions, generate
+    from ecom_stream.tools.generate import GenerateOptions, generate
 
     paths = generate(GenerateOptions(out=folder, batches=batches, orders_per_batch=orders,
                                      products=products, product_batches=1, seed=seed))
@@ -248,7 +248,7 @@ def test_the_stop_summary_counts_the_files_left_in_landing(
     tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ecom_stream.daemon")
+    caplog.set_level(logging.INFO, logger="ecom_stream.service.daemon")
     landing = tmp_path / "landing"
     landing.mkdir()
     for i in range(3):
@@ -272,7 +272,7 @@ def test_rescan_finds_files_whose_events_were_lost(
     tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]],
     monkeypatch: pytest.MonkeyPatch, trigger: str,
 ) -> None:
-    from ecom_stream import daemon as daemon_module
+    from ecom_stream.service import daemon as daemon_module
 
     # Simulate an inotify overflow: the handler gets no event at all.
     monkeypatch.setattr(daemon_module._LandingHandler, "on_any_event", lambda self, event: None)
@@ -615,8 +615,8 @@ def test_kill_minus_nine_during_a_stream_then_restart_equals_a_clean_run(
 
 
 def test_an_unusable_lake_is_a_clear_error(tmp_path: Path) -> None:
-    from ecom_stream.daemon import run_daemon
     from ecom_stream.errors import EcomStreamError
+    from ecom_stream.service.daemon import run_daemon
 
     not_a_folder = tmp_path / "lake"
     not_a_folder.write_text("")
@@ -796,8 +796,8 @@ def _product_rejects(lake: Path) -> int:
 def test_demo_start_up_continues_the_series_without_resending(tmp_path: Path) -> None:
     """Three starts on one lake: each continues where the last stopped, and the catalogue
     (with its rejected rows) is sent once."""
-    from ecom_stream.cli import main as cli
-    from ecom_stream.demo import source_args, start_up
+    from ecom_stream.cli.main import main as cli
+    from ecom_stream.tools.demo import source_args, start_up
 
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     landing.mkdir()
@@ -825,8 +825,8 @@ def test_demo_start_up_continues_the_series_without_resending(tmp_path: Path) ->
 def test_demo_start_up_writes_the_missing_history_only(tmp_path: Path) -> None:
     """A run that stopped early (its unmerged history removed) is completed, without the
     catalogue; with no history asked and an empty lake, the source sends the catalogue."""
-    from ecom_stream.cli import main as cli
-    from ecom_stream.demo import start_up
+    from ecom_stream.cli.main import main as cli
+    from ecom_stream.tools.demo import start_up
 
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     landing.mkdir()
@@ -845,7 +845,7 @@ def test_demo_start_up_writes_the_missing_history_only(tmp_path: Path) -> None:
 
 
 def _start(start: int, send_catalogue: bool) -> Any:
-    from ecom_stream.demo import StartUp
+    from ecom_stream.tools.demo import StartUp
 
     return StartUp(start, send_catalogue)
 
@@ -889,7 +889,7 @@ def test_demo_that_cannot_start_writes_nothing(tmp_path: Path, obstacle: str) ->
     import contextlib
     import socket
 
-    from ecom_stream.lock import LakeLock
+    from ecom_stream.storage.lock import LakeLock
 
     with contextlib.ExitStack() as stack:
         port = _free_port()

@@ -16,15 +16,15 @@ import pytest
 from conftest import REPO, run_cli
 from deltalake import DeltaTable
 
-from ecom_stream import pipeline as pipeline_module
-from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
-from ecom_stream.daemon import Daemon
+from ecom_stream.engine import pipeline as pipeline_module
+from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.engine.rebuild import rebuild
 from ecom_stream.errors import ConfigError, LakeDamagedError
-from ecom_stream.lake import Lake
-from ecom_stream.rebuild import rebuild
-from ecom_stream.report import build_report
-from ecom_stream.status import lake_status
+from ecom_stream.service.daemon import Daemon
+from ecom_stream.service.report import build_report
+from ecom_stream.service.status import lake_status
+from ecom_stream.storage.lake import Lake
 
 FIX = "rebuild --into"
 

@@ -17,12 +17,12 @@ import pytest
 from conftest import REPO
 from streamlit.testing.v1 import AppTest
 
-from ecom_stream import views
-from ecom_stream.cli import main as cli
+from ecom_stream.cli.main import main as cli
 from ecom_stream.config import Settings
+from ecom_stream.dashboard import views
+from ecom_stream.dashboard.serve import APP, dashboard_command, dashboard_env, serve_dashboard
 from ecom_stream.errors import EcomStreamError
-from ecom_stream.lake import Lake
-from ecom_stream.serve import APP, dashboard_command, dashboard_env, serve_dashboard
+from ecom_stream.storage.lake import Lake
 
 APP_FILE = str(APP)  # the app shipped in the package (ecom_stream/dashboard/app.py)
 CHECKOUT_APP = str(REPO / "dashboard" / "app.py")  # the thin runner kept in the checkout

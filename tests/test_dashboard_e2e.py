@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from ecom_stream.lake import Lake
+from ecom_stream.storage.lake import Lake
 
 pytestmark = pytest.mark.slow
 

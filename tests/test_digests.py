@@ -7,7 +7,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecom_stream.digests import DigestSet
+from ecom_stream.engine.digests import DigestSet
 
 
 def digest(n: int) -> str:

@@ -12,10 +12,7 @@ from typing import Any
 
 import pytest
 
-from ecom_stream import generate as gen
-from ecom_stream.errors import ConfigError
-from ecom_stream.generate import GenerateOptions, generate, sale_days
-from ecom_stream.schema import (
+from ecom_stream.contract.schema import (
     CATEGORIES,
     ORDER_FIELDS,
     ORDER_STATUSES,
@@ -23,6 +20,9 @@ from ecom_stream.schema import (
     PRODUCT_FIELDS,
     STATUS_RANK,
 )
+from ecom_stream.errors import ConfigError
+from ecom_stream.tools import generate as gen
+from ecom_stream.tools.generate import GenerateOptions, generate, sale_days
 
 CITIES = {"New York", "Los Angeles", "Chicago", "Houston", "Phoenix", "Philadelphia"}
 BATCHES, ORDERS, PRODUCTS = 24, 200, 4000

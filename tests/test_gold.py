@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecom_stream import gold
-from ecom_stream.schema import ANOMALIES_SCHEMA, DAILY_REVENUE_SCHEMA
+from ecom_stream.contract.schema import ANOMALIES_SCHEMA, DAILY_REVENUE_SCHEMA
+from ecom_stream.transform import gold
 
 D0 = date(2024, 1, 1)
 EXCLUDED = ("cancelled",)

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ecom_stream import gold
-from ecom_stream.cli import main
+from ecom_stream.cli.main import main
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
-from ecom_stream.pipeline import Pipeline
+from ecom_stream.engine.pipeline import Pipeline
+from ecom_stream.storage.lake import Lake
+from ecom_stream.transform import gold
 
 STATUSES = ["pending", "confirmed", "shipped", "delivered", "cancelled"]
 CATS = ["Electronics", "Books", None]

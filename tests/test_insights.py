@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ecom_stream import insights
-from ecom_stream.schema import SILVER_ORDERS_SCHEMA, SILVER_PRODUCTS_SCHEMA
+from ecom_stream.contract.schema import SILVER_ORDERS_SCHEMA, SILVER_PRODUCTS_SCHEMA
+from ecom_stream.transform import insights
 
 
 def products() -> pd.DataFrame:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from test_pipeline import order
 
-from ecom_stream.backfill import run_backfill
-from ecom_stream.cli import main
+from ecom_stream.cli.main import main
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
+from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.engine.requeue import requeue
 from ecom_stream.logs import JsonFormatter
-from ecom_stream.requeue import requeue
-from ecom_stream.status import quarantine_list
+from ecom_stream.service.status import quarantine_list
+from ecom_stream.storage.lake import Lake
 
 
 def listed(settings: Settings) -> dict[str, str]:
@@ -135,7 +135,7 @@ def test_a_file_quarantined_for_its_name_comes_back_under_a_fixed_one(
 
 def deny_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The process may not read ``name`` (tests run as root, which reads anything)."""
-    from ecom_stream import read as read_module
+    from ecom_stream.transform import parse as read_module
 
     real_open = open
 

@@ -10,14 +10,14 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from ecom_stream.bookkeeping import FileOutcome, ledger_rows
-from ecom_stream.lake import (
+from ecom_stream.storage.lake import (
     ARRIVAL_TXN_RETENTION,
     LEGACY_ARRIVAL_TXN,
     LOG_RETENTION,
     TABLES,
     Lake,
 )
+from ecom_stream.transform.bookkeeping import FileOutcome, ledger_rows
 
 
 def test_older_ledger_gains_new_columns_and_keeps_rows(tmp_path: Path) -> None:

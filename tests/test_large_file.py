@@ -12,9 +12,9 @@ import pytest
 from conftest import COMPARED_TABLES, assert_same_tables, snapshot
 from test_pipeline import order, product
 
-from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
+from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.storage.lake import Lake
 
 BOOKKEEPING = ("bronze_products", "bronze_orders", "rejected_rows", "quarantine_records")
 LEDGER_FACTS = ["file_name", "entity", "outcome", "reason", "rows_in", "rows_merged",

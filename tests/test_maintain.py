@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_same_tables, snapshot
 
-from ecom_stream.cli import main
-from ecom_stream.lake import TABLES, Lake
+from ecom_stream.cli.main import main
+from ecom_stream.storage.lake import TABLES, Lake
 
 
 def test_maintain_compacts_and_tables_read_back_identically(
@@ -66,7 +66,7 @@ def test_daemon_compaction_merges_small_files_and_leaves_large_ones(tmp_path: Pa
     import pyarrow as pa
 
     from ecom_stream.config import Settings
-    from ecom_stream.maintain import DAEMON_TARGET_BYTES, compact_if_needed
+    from ecom_stream.service.maintain import DAEMON_TARGET_BYTES, compact_if_needed
 
     lake = Lake(tmp_path / "lake", writer=True)
     lake.ensure_tables()

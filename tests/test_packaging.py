@@ -127,7 +127,8 @@ def test_installed_dashboard_serves_its_page_outside_the_checkout(
     work = tmp_path / "elsewhere"
     work.mkdir()
     where = _run(str(venv / "python"), "-c",
-                 "import ecom_stream, ecom_stream.serve as s; print(ecom_stream.__file__); "
+                 "import ecom_stream, ecom_stream.dashboard.serve as s; "
+                 "print(ecom_stream.__file__); "
                  "print(s.APP)", cwd=work, env=_env()).stdout.split()  # fmt: skip
     assert all(Path(p).is_relative_to(venv.parent) for p in where), where
     assert Path(where[1]).is_file()
@@ -166,7 +167,7 @@ def test_installed_dashboard_serves_its_page_outside_the_checkout(
     assert code == 0, output
     assert "not found" not in output and "Traceback" not in output, output
     # The page script from the wheel, run in the venv (also where no browser is installed).
-    script = ("from streamlit.testing.v1 import AppTest; import ecom_stream.serve as s; "
+    script = ("from streamlit.testing.v1 import AppTest; import ecom_stream.dashboard.serve as s; "
               "at = AppTest.from_file(str(s.APP), default_timeout=60).run(); "
               "assert not at.exception, at.exception; print(at.title[0].value)")  # fmt: skip
     shown = _run(str(venv / "python"), "-c", script, cwd=work, env=_env())
@@ -174,7 +175,7 @@ def test_installed_dashboard_serves_its_page_outside_the_checkout(
 
 
 def test_installed_demo_runs_and_stops_outside_the_checkout(venv: Path, tmp_path: Path) -> None:
-    from ecom_stream.lake import Lake
+    from ecom_stream.storage.lake import Lake
 
     work = tmp_path / "elsewhere"
     work.mkdir()

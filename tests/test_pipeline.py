@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ecom_stream import pipeline
-from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
-from ecom_stream.pipeline import Pipeline
-from ecom_stream.rebuild import rebuild
+from ecom_stream.engine import pipeline
+from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.engine.pipeline import Pipeline
+from ecom_stream.engine.rebuild import rebuild
+from ecom_stream.storage.lake import Lake
 
 
 def product(
@@ -399,7 +399,7 @@ _json_values = st.recursive(
 )
 def test_bronze_text_column_equals_value_by_value(values: list[Any]) -> None:
     """The column-at-once fast paths give the same text as converting each value."""
-    from ecom_stream.bookkeeping import _loose, loose_column
+    from ecom_stream.transform.bookkeeping import _loose, loose_column
 
     got = loose_column(pd.Series(values, dtype=object)).to_pylist()
     assert got == [_loose(v) for v in values]
@@ -410,8 +410,8 @@ def test_partial_raw_copies_never_stay_in_raw(
 ) -> None:
     import errno
 
-    from ecom_stream import lake as lake_module
     from ecom_stream.errors import LakeError
+    from ecom_stream.storage import lake as lake_module
 
     real_open = open
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from test_pipeline import order, product
 
-from ecom_stream.backfill import run_backfill
-from ecom_stream.cli import main
+from ecom_stream.cli.main import main
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
-from ecom_stream.requeue import requeue
-from ecom_stream.status import quarantine_list
+from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.engine.requeue import requeue
+from ecom_stream.service.status import quarantine_list
+from ecom_stream.storage.lake import Lake
 
 
 def reasons(settings: Settings) -> dict[str, dict[str, Any]]:

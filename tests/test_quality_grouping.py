@@ -14,9 +14,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from test_pipeline import order, product
 
-from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
+from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.storage.lake import Lake
 
 FILES: list[tuple[str, list[dict[str, Any]]]] = [
     ("products-1.json", [product(1, price=10.0), product(2, price=8.0)]),

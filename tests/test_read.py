@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecom_stream.errors import BatchReadError
-from ecom_stream.read import (
+from ecom_stream.transform.parse import (
     _nesting_depth,
     canonical_json,
     classify,

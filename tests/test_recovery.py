@@ -13,10 +13,10 @@ import pytest
 from conftest import COMPARED_TABLES, assert_same_tables, snapshot
 from test_pipeline import order, product
 
-from ecom_stream.backfill import run_backfill
 from ecom_stream.config import Settings
-from ecom_stream.lake import Lake
-from ecom_stream.refresh import GoldRefresher
+from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.engine.refresh import GoldRefresher
+from ecom_stream.storage.lake import Lake
 
 
 def _first_files(write: Callable[..., Path], folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests of ecom_stream.validate: GX-backed verdicts per file, policies, gates, domain warnings."""
+"""Tests of quality.validate: GX-backed verdicts per file, policies, gates, domain warnings."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecom_stream import clean, validate
 from ecom_stream.config import Settings, default_policies
 from ecom_stream.errors import ValidationSetupError
-from ecom_stream.validate import CheckResult, FileValidation, Validator, domain_warnings
+from ecom_stream.quality import validate
+from ecom_stream.quality.validate import CheckResult, FileValidation, Validator, domain_warnings
+from ecom_stream.transform import clean
 
 Files = Sequence[Sequence[dict[str, Any]]]
 
@@ -549,7 +550,7 @@ def _run_fresh(*lines: str) -> None:
     """Run ``lines`` of Python in a fresh interpreter (import state starts empty)."""
     root = Path(__file__).resolve().parents[1]
     code = "\n".join(["import sys", "from ecom_stream.config import Settings",
-                      "from ecom_stream.validate import Validator", *lines])
+                      "from ecom_stream.quality.validate import Validator", *lines])
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
 
 

@@ -1,6 +1,6 @@
 """The ecom-stream dashboard: a live view of the lake (``ecom-stream dashboard``).
 
-Layout only: data comes through ``data`` (version-keyed caches around ``ecom_stream.views``)
+Layout only: data comes through ``data`` (version-keyed caches around ``views``)
 and figures from ``figures``. The sidebar's filters are read on a full run; everything that
 follows the lake lives in one fragment that re-runs every ``dashboard_refresh_seconds``.
 """
@@ -17,9 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ecom_stream import views
 from ecom_stream.config import Settings
-from ecom_stream.dashboard import data, figures
+from ecom_stream.dashboard import data, figures, views
 from ecom_stream.errors import ConfigError
 
 WINDOW_CHOICES = [*views.WINDOWS, "Custom"]

@@ -1,4 +1,4 @@
-"""The dashboard's data: ``ecom_stream.views`` behind Streamlit caches keyed by table version.
+"""The dashboard's data: ``views`` behind Streamlit caches keyed by table version.
 
 An idle refresh only reads the table versions (one shared :class:`Lake` whose handles are
 brought up to date incrementally); everything else is a cache hit until a version changes.
@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 import pandas as pd
 import streamlit as st
 
-from ecom_stream import insights, views
-from ecom_stream.lake import TABLES, Lake
+from ecom_stream.dashboard import views
+from ecom_stream.storage.lake import TABLES, Lake
+from ecom_stream.transform import insights
 
 __all__ = [
     "anomalies", "catalogue_insights", "daily", "guarded", "lake", "ledger_summary", "overview",

@@ -10,7 +10,7 @@ One run generates a data set and then runs, one after another, each in its own p
 * ``watch``: the real daemon in steady state, fed one file at a time at a fixed pace, with the
   latency from drop to gold committed read from the lake's ledger.
 
-The peers run as ``python -m ecom_stream.bench_peers --runner NAME`` (see that module): they
+The peers run as ``python -m ecom_stream.tools.bench_peers --runner NAME`` (see that module): they
 append one JSON line per file to a progress file (so a peer stopped at ``--timeout`` still
 reports how far it got) and their own peak RSS at the end. Results are ratios within one run,
 never absolute seconds.
@@ -37,9 +37,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ecom_stream.bench_peers import PEERS, file_entity, load_records, ordered_files
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError, EcomStreamError
+from ecom_stream.tools.bench_peers import PEERS, file_entity, load_records, ordered_files
 
 __all__ = ["RunResult", "latency_stats", "run_bench"]
 
@@ -49,7 +49,7 @@ SEED = 42
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 POLL = 0.05
 STOP_TIMEOUT = 60.0
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- results ------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ class DataSet:
 
 
 def _generate(args: argparse.Namespace, out: Path, *, batches: int, seed: int, start: int) -> None:
-    from ecom_stream.generate import GenerateOptions, generate
+    from ecom_stream.tools.generate import GenerateOptions, generate
 
     generate(
         GenerateOptions(
@@ -263,7 +263,7 @@ def _run_peer(name: str, ds: DataSet, source: Path, work: Path, timeout: float) 
     cmd = [
         sys.executable,
         "-m",
-        "ecom_stream.bench_peers",
+        "ecom_stream.tools.bench_peers",
         "--runner",
         name,
         "--source",
@@ -306,7 +306,7 @@ def _run_peer(name: str, ds: DataSet, source: Path, work: Path, timeout: float) 
 
 # -- ecom-stream itself -------------------------------------------------------------------
 def _ledger(lake_dir: Path) -> Any:
-    from ecom_stream.lake import Lake
+    from ecom_stream.storage.lake import Lake
 
     return Lake(lake_dir).read_pandas(
         "ledger",

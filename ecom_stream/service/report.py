@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ecom_stream import insights
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError
-from ecom_stream.lake import Lake
+from ecom_stream.storage.lake import Lake
+from ecom_stream.transform import insights
 
 __all__ = ["build_report"]
 

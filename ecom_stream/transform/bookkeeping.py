@@ -19,8 +19,8 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from ecom_stream import schema as S
-from ecom_stream.read import FileKind
+from ecom_stream.contract import schema as S
+from ecom_stream.transform.parse import FileKind
 
 __all__ = [
     "FileOutcome",

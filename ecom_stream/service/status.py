@@ -9,8 +9,14 @@ from typing import Any
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError, LakeDamagedError
-from ecom_stream.lake import INCOMPLETE_REBUILD, REBUILD_FIX, TABLES, Lake, incomplete_rebuild_fix
-from ecom_stream.read import classify
+from ecom_stream.storage.lake import (
+    INCOMPLETE_REBUILD,
+    REBUILD_FIX,
+    TABLES,
+    Lake,
+    incomplete_rebuild_fix,
+)
+from ecom_stream.transform.parse import classify
 
 __all__ = ["backlog", "damage", "heartbeat", "lake_status", "quarantine_list"]
 

@@ -50,13 +50,13 @@ from watchdog.observers.polling import PollingObserver
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError, EcomStreamError, LakeDamagedError, LakeError
-from ecom_stream.lake import Lake, atomic_write
-from ecom_stream.lock import LakeLock
-from ecom_stream.read import classify
-from ecom_stream.status import backlog
+from ecom_stream.service.status import backlog
+from ecom_stream.storage.lake import Lake, atomic_write
+from ecom_stream.storage.lock import LakeLock
+from ecom_stream.transform.parse import classify
 
 if TYPE_CHECKING:  # the pipeline (pandas, Delta, GX) is imported when the daemon opens it
-    from ecom_stream.pipeline import FileOutcome, Pipeline
+    from ecom_stream.engine.pipeline import FileOutcome, Pipeline
 
 __all__ = ["Daemon", "ReadyQueue", "run_daemon", "writers_open"]
 
@@ -630,7 +630,7 @@ class Daemon:
         return self._pipeline
 
     def _default_pipeline(self) -> Pipeline:
-        from ecom_stream.pipeline import Pipeline
+        from ecom_stream.engine.pipeline import Pipeline
 
         pipeline = Pipeline(self.settings, received_at=self._received_at)
         pipeline.warm_up()  # GX start-up now, not on the first file that lands
@@ -641,7 +641,7 @@ class Daemon:
             return self._first_seen.get(path)
 
     def _compact(self) -> None:
-        from ecom_stream.maintain import compact_if_needed
+        from ecom_stream.service.maintain import compact_if_needed
 
         try:
             pipeline = self._open_pipeline()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecom_stream.schema import PRICE_TIERS, WEEKDAYS
+from ecom_stream.contract.schema import PRICE_TIERS, WEEKDAYS
 
 __all__ = ["ORDER_COLUMNS", "PRODUCT_COLUMNS", "order_insights", "product_insights"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TextIO
 
 from ecom_stream.config import Settings
+from ecom_stream.engine.pipeline import FileOutcome, Pipeline
 from ecom_stream.errors import ConfigError
-from ecom_stream.lock import LakeLock
-from ecom_stream.pipeline import FileOutcome, Pipeline
-from ecom_stream.status import backlog
+from ecom_stream.service.status import backlog
+from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["BackfillSummary", "Progress", "run_backfill"]
 
@@ -97,6 +97,6 @@ def run_backfill(
 
 
 def _lock_path(settings: Settings) -> Path:
-    from ecom_stream.lake import Lake
+    from ecom_stream.storage.lake import Lake
 
     return Lake(settings.lake_dir).lock_path

@@ -6,10 +6,10 @@ import logging
 from collections import Counter
 
 from ecom_stream.config import Settings
+from ecom_stream.engine.refresh import GoldRefresher
 from ecom_stream.errors import EcomStreamError
-from ecom_stream.lake import TABLES, Lake
-from ecom_stream.lock import LakeLock
-from ecom_stream.refresh import GoldRefresher
+from ecom_stream.storage.lake import TABLES, Lake
+from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["compact_if_needed", "maintain"]
 

@@ -1,9 +1,9 @@
 """The peers of ``ecom-stream bench``: the code that runs inside each peer's child process.
 
-``python -m ecom_stream.bench_peers --runner NAME`` runs one peer over the files of ``--source``
+``python -m ecom_stream.tools.bench_peers --runner N`` runs one peer over the files of ``--source``
 (``floor``: the I/O floor; ``naive`` and ``tutorial``: the loops people write instead of
 ecom-stream), appends one JSON line per file to ``--progress`` and writes its own peak RSS to
-``--result``. ``ecom_stream.bench`` starts and supervises it and imports the file helpers from
+``--result``. ``ecom_stream.tools.bench`` starts and supervises it and imports the file helpers from
 here, so the top-level imports stay light: pandas, pyarrow and deltalake load inside the peers.
 """
 
@@ -286,7 +286,7 @@ PEERS = tuple(_PEER_FUNCTIONS)
 
 def _child_main(argv: Sequence[str]) -> int:
     """Entry point of a peer child: process every file, then write the result JSON."""
-    parser = argparse.ArgumentParser(prog="python -m ecom_stream.bench_peers")
+    parser = argparse.ArgumentParser(prog="python -m ecom_stream.tools.bench_peers")
     parser.add_argument("--runner", choices=PEERS, required=True)
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)

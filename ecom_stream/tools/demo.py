@@ -34,10 +34,10 @@ from pathlib import Path
 from types import FrameType
 
 from ecom_stream.config import Settings
+from ecom_stream.dashboard.serve import check_dashboard, child_env
 from ecom_stream.errors import ConfigError
-from ecom_stream.lake import Lake
-from ecom_stream.lock import LakeLock
-from ecom_stream.serve import check_dashboard, child_env
+from ecom_stream.storage.lake import Lake
+from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["StartUp", "run_demo", "source_args", "start_up"]
 
@@ -328,7 +328,7 @@ def start_up(settings: Settings, history_batches: int, orders_per_batch: int,
         lake.exists() and lake.count("silver_products") > 0)
     foreign = start == 1 and lake.exists() and lake.count("silver_orders") > 0
     if start <= history_batches and not foreign:
-        from ecom_stream.generate import GenerateOptions, generate
+        from ecom_stream.tools.generate import GenerateOptions, generate
 
         what = "the lake is empty" if start == 1 else f"the history stopped at day {start - 1}"
         say(f"demo: {what}: writing history batches {start}-{history_batches} into "

@@ -30,14 +30,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ecom_stream import bookkeeping, clean, refresh
-from ecom_stream import schema as S
-from ecom_stream.bookkeeping import FileOutcome, ParsedFile, ledger_rows
 from ecom_stream.config import Settings
-from ecom_stream.digests import DigestSet
+from ecom_stream.contract import schema as S
+from ecom_stream.engine import refresh
+from ecom_stream.engine.digests import DigestSet
+from ecom_stream.engine.refresh import AFFECTED_KEY, GoldRefresher
 from ecom_stream.errors import BatchError, BatchReadError
-from ecom_stream.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
-from ecom_stream.read import (
+from ecom_stream.storage.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
+from ecom_stream.transform import bookkeeping, clean
+from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_rows
+from ecom_stream.transform.parse import (
     LINES_SUFFIXES,
     FileKind,
     array_chunks,
@@ -50,7 +52,6 @@ from ecom_stream.read import (
     parse_records,
     read_bytes,
 )
-from ecom_stream.refresh import AFFECTED_KEY, GoldRefresher
 
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
@@ -727,7 +728,7 @@ class Pipeline:
         before its merge (a replay after the merge could not compute them again); gold, the
         quality rows and the ledger row are written once, after the last piece.
         """
-        from ecom_stream.validate import CheckResult, FileChecks, combine_domain_warnings
+        from ecom_stream.quality.validate import CheckResult, FileChecks, combine_domain_warnings
 
         entity, key = g.entity, S.KEYS[g.entity]
         t0 = time.perf_counter()
@@ -908,7 +909,7 @@ class Pipeline:
         """Domain warnings per file: each file's rows that won at their turn, compared with
         the version they replaced (see ``_file_steps``), as processing the files of the
         micro-batch one by one would; so the quality table does not depend on grouping."""
-        from ecom_stream.validate import domain_warnings
+        from ecom_stream.quality.validate import domain_warnings
 
         files = steps["_file"].to_numpy()
         matched = before[key].notna().to_numpy()
@@ -1112,7 +1113,7 @@ def _file_steps(
 
 
 def _build_validator(settings: Settings) -> Any:
-    from ecom_stream.validate import Validator  # GX is heavy: imported only by writers
+    from ecom_stream.quality.validate import Validator  # GX is heavy: imported only by writers
 
     validator = Validator(settings)
     validator.prepare()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ecom_stream.errors import ConfigError, EcomStreamError
-from ecom_stream.lake import TABLES, Lake
+from ecom_stream.storage.lake import TABLES, Lake
 
 __all__ = ["check_lake_to_read", "check_lake_to_write", "landing_folder"]
 

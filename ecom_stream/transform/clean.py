@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ecom_stream.config import Settings
-from ecom_stream.read import row_hashes
-from ecom_stream.schema import (
+from ecom_stream.contract.schema import (
     FIELDS,
     KEYS,
     ORDER_LINES_SCHEMA,
@@ -26,6 +25,7 @@ from ecom_stream.schema import (
     UNKNOWN_STATUS,
     WEEKDAYS,
 )
+from ecom_stream.transform.parse import row_hashes
 
 __all__ = [
     "clean_orders",

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ecom_stream.contract.schema import CATEGORIES, ORDER_STATUSES, PAYMENT_METHODS, STATUS_RANK
 from ecom_stream.errors import ConfigError
-from ecom_stream.schema import CATEGORIES, ORDER_STATUSES, PAYMENT_METHODS, STATUS_RANK
 
 __all__ = ["GenerateOptions", "generate", "sale_days"]
 

@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         configure_logging(settings.log_level, json_lines=settings.log_json)
-        from ecom_stream import commands
+        from ecom_stream.cli import commands
 
         handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
         return int(handler(args, settings))

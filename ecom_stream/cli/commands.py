@@ -21,7 +21,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.generate import GenerateOptions, generate
+    from ecom_stream.tools.generate import GenerateOptions, generate
 
     for flag in ("batches", "orders_per_batch", "products", "product_batches"):
         if getattr(args, flag) < (0 if flag == "batches" else 1):
@@ -44,8 +44,8 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.backfill import run_backfill
-    from ecom_stream.folders import check_lake_to_write, landing_folder
+    from ecom_stream.engine.backfill import run_backfill
+    from ecom_stream.storage.folders import check_lake_to_write, landing_folder
 
     folder = Path(args.dir) if args.dir else settings.landing_dir
     landing_folder(folder, create=args.create)
@@ -61,8 +61,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.folders import check_lake_to_read
-    from ecom_stream.status import lake_status
+    from ecom_stream.service.status import lake_status
+    from ecom_stream.storage.folders import check_lake_to_read
 
     check_lake_to_read(settings.lake_dir)
     status = lake_status(settings)
@@ -126,9 +126,9 @@ def _print_quarantine(items: list[dict[str, Any]]) -> None:
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.folders import check_lake_to_read
-    from ecom_stream.lake import Lake
-    from ecom_stream.status import quarantine_list
+    from ecom_stream.service.status import quarantine_list
+    from ecom_stream.storage.folders import check_lake_to_read
+    from ecom_stream.storage.lake import Lake
 
     check_lake_to_read(settings.lake_dir)
     items = quarantine_list(Lake(settings.lake_dir))
@@ -140,14 +140,14 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.requeue import requeue
+    from ecom_stream.engine.requeue import requeue
 
     if not args.all and not args.names:
         raise UsageError("name the quarantined file(s) to requeue, or pass --all")
     if args.as_name is not None and (args.all or len(args.names) != 1):
         raise UsageError("--as renames one file: name exactly one quarantined file, not --all")
     moved = requeue(settings, None if args.all else args.names, as_name=args.as_name)
-    from ecom_stream.read import display_name
+    from ecom_stream.transform.parse import display_name
 
     for src, dst in moved:
         # display_name: the restored name may hold a line break or bytes that are not UTF-8.
@@ -157,7 +157,7 @@ def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.rebuild import rebuild
+    from ecom_stream.engine.rebuild import rebuild
 
     summary = rebuild(settings, Path(args.into))
     print(f"rebuild into {args.into}: {summary.text()}")
@@ -165,9 +165,9 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild_gold(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.lake import Lake
-    from ecom_stream.lock import LakeLock
-    from ecom_stream.refresh import GoldRefresher
+    from ecom_stream.engine.refresh import GoldRefresher
+    from ecom_stream.storage.lake import Lake
+    from ecom_stream.storage.lock import LakeLock
 
     lake = Lake(settings.lake_dir)
     if not lake.exists():
@@ -183,7 +183,7 @@ def cmd_rebuild_gold(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_anomalies(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.lake import Lake
+    from ecom_stream.storage.lake import Lake
 
     lake = Lake(settings.lake_dir)
     if not lake.exists():
@@ -221,7 +221,7 @@ def cmd_anomalies(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.report import build_report
+    from ecom_stream.service.report import build_report
 
     report = build_report(settings)
     text = json.dumps(report, indent=2, default=str)
@@ -237,8 +237,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.daemon import run_daemon
-    from ecom_stream.folders import check_lake_to_write, landing_folder
+    from ecom_stream.service.daemon import run_daemon
+    from ecom_stream.storage.folders import check_lake_to_write, landing_folder
 
     landing_folder(settings.landing_dir, create=args.create)
     check_lake_to_write(settings.lake_dir)
@@ -246,13 +246,13 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.serve import serve_dashboard
+    from ecom_stream.dashboard.serve import serve_dashboard
 
     return serve_dashboard(settings)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.demo import run_demo
+    from ecom_stream.tools.demo import run_demo
 
     return run_demo(
         settings,
@@ -263,7 +263,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.maintain import maintain
+    from ecom_stream.service.maintain import maintain
 
     if args.retention_hours is not None:
         settings = settings.replace(vacuum_retention_hours=args.retention_hours)
@@ -273,6 +273,6 @@ def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from ecom_stream.bench import run_bench
+    from ecom_stream.tools.bench import run_bench
 
     return run_bench(args, settings)

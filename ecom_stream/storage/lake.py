@@ -34,7 +34,7 @@ from deltalake import (
 )
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from ecom_stream import schema as S
+from ecom_stream.contract import schema as S
 from ecom_stream.errors import LakeCommitError, LakeDamagedError, LakeError
 
 __all__ = ["TABLES", "Lake", "TableSpec", "key_ranges", "key_ranges_predicate", "ranges_predicate"]

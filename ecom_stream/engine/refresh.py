@@ -21,10 +21,10 @@ from typing import Any
 import pandas as pd
 import pyarrow.dataset as pads
 
-from ecom_stream import clean, gold
-from ecom_stream import schema as S
 from ecom_stream.config import Settings
-from ecom_stream.lake import TABLES, Lake, atomic_write, key_ranges, ranges_predicate
+from ecom_stream.contract import schema as S
+from ecom_stream.storage.lake import TABLES, Lake, atomic_write, key_ranges, ranges_predicate
+from ecom_stream.transform import clean, gold
 
 __all__ = [
     "AFFECTED_KEY",

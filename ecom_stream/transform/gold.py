@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ecom_stream.contract.schema import ALL_CATEGORIES, UNKNOWN_CATEGORY
 from ecom_stream.errors import EcomStreamError
-from ecom_stream.schema import ALL_CATEGORIES, UNKNOWN_CATEGORY
 
 __all__ = [
     "ANOMALY_COLUMNS",

@@ -20,10 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from ecom_stream import insights
-from ecom_stream import schema as S
-from ecom_stream.lake import TABLES, Lake
-from ecom_stream.status import backlog, heartbeat
+from ecom_stream.contract import schema as S
+from ecom_stream.service.status import backlog, heartbeat
+from ecom_stream.storage.lake import TABLES, Lake
+from ecom_stream.transform import insights
 
 __all__ = [
     "MISSING",

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ecom_stream.bookkeeping import FileOutcome, ledger_rows
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError
-from ecom_stream.lake import Lake
-from ecom_stream.read import classify
+from ecom_stream.storage.lake import Lake
+from ecom_stream.transform.bookkeeping import FileOutcome, ledger_rows
+from ecom_stream.transform.parse import classify
 
 __all__ = ["requeue"]
 

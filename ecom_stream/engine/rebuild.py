@@ -6,12 +6,12 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from ecom_stream.backfill import BackfillSummary, Progress
 from ecom_stream.config import Settings
+from ecom_stream.engine.backfill import BackfillSummary, Progress
+from ecom_stream.engine.pipeline import Pipeline
 from ecom_stream.errors import ConfigError
-from ecom_stream.lake import Lake
-from ecom_stream.lock import LakeLock
-from ecom_stream.pipeline import Pipeline
+from ecom_stream.storage.lake import Lake
+from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["rebuild"]
 

@@ -24,10 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecom_stream import clean
 from ecom_stream.config import Settings, default_policies
-from ecom_stream.errors import ValidationSetupError
-from ecom_stream.schema import (
+from ecom_stream.contract.schema import (
     CATEGORIES,
     ENTITIES,
     KEYS,
@@ -35,6 +33,8 @@ from ecom_stream.schema import (
     REQUIRED_FIELDS,
     STATUS_RANK,
 )
+from ecom_stream.errors import ValidationSetupError
+from ecom_stream.transform import clean
 
 __all__ = ["CheckResult", "FileValidation", "Validator", "domain_warnings"]
 

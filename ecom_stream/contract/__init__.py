@@ -1,0 +1,1 @@
+"""The data contract: entities, fields, keys, the Arrow schema of each table."""

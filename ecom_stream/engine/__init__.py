@@ -1,0 +1,1 @@
+"""The micro-batch: intake, validation, merges, the commit protocol, gold refresh."""

@@ -1,0 +1,1 @@
+"""Data-quality verdicts: the Great Expectations engine."""

@@ -1,0 +1,1 @@
+"""Long-running and operator commands: the watcher daemon, status, maintenance."""

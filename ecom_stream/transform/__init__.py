@@ -1,0 +1,1 @@
+"""Pure transforms: bytes -> records -> typed view -> silver rows, gold, bookkeeping rows."""
