@@ -16,7 +16,6 @@ import operator
 import time
 from collections.abc import Collection, Iterable
 from datetime import date
-from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as pads
@@ -38,9 +37,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 AFFECTED_KEY = "ecom_affected_dates"
 SOURCES = ("silver_orders", "silver_products")
-ORDER_COLS = ["order_id", "total", "status", "order_date", "n_items"]
-LINE_COLS = ["order_id", "line_no", "product_id", "quantity", "order_date"]
-PRODUCT_COLS = ["product_id", "price", "category"]
+# What gold needs, plus the columns it checks when present (gold owns the lists).
+ORDER_COLS = [*gold.ORDER_COLUMNS, "n_items"]
+LINE_COLS = [*gold.LINE_COLUMNS, "order_date"]
+PRODUCT_COLS = list(gold.PRODUCT_COLUMNS)
 LINE_SOURCE_COLS = ["order_id", "n_items", "product_ids", "quantities", "order_date", "order_month"]
 # The marker of an orders / order-lines merge pair names its order ids in at most this many
 # ranges (a superset is harmless: healing an order whose lines already match changes nothing).
@@ -196,10 +196,10 @@ class GoldRefresher:
 
         span = gold.anomaly_recompute_range(
             dates,
-            old_newest=_newest(old_daily),
-            new_newest=_newest(new_daily),
-            old_first=_first_dates(old_daily),
-            new_first=_first_dates(new_daily),
+            old_newest=gold.newest_date(old_daily),
+            new_newest=gold.newest_date(new_daily),
+            old_first=gold.category_first_dates(old_daily),
+            new_first=gold.category_first_dates(new_daily),
             window=self.settings.anomaly_window_days,
         )
         if span is None:
@@ -255,18 +255,6 @@ def _empty(table: str) -> pd.DataFrame:
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["order_date", "category"], kind="stable").reset_index(drop=True)
-
-
-def _newest(daily: pd.DataFrame) -> date | None:
-    return None if daily.empty else daily["order_date"].max()
-
-
-def _first_dates(daily: pd.DataFrame) -> dict[str, Any]:
-    """Each category's first date (``daily`` is sorted by date: first occurrence wins)."""
-    if daily.empty:
-        return {}
-    firsts = daily.drop_duplicates("category")
-    return dict(zip(firsts["category"].tolist(), firsts["order_date"].tolist(), strict=True))
 
 
 def _sql_str(text: str) -> str:
