@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ecom_stream import __version__
@@ -55,7 +55,12 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     return common
 
 
+_Add = Callable[[str, str], argparse.ArgumentParser]
+"""Adds one subcommand (name, help) with the common flags; returns its parser."""
+
+
 def _parser() -> argparse.ArgumentParser:
+    """The ``ecom-stream`` parser: common flags, then one subcommand per group helper."""
     common = _common(defaults=False)
     parser = argparse.ArgumentParser(
         prog="ecom-stream",
@@ -68,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, parents=[common])
 
+    _add_generate(add)
+    _add_lake_commands(add)
+    _add_service_commands(add)
+    _add_bench(add)
+    return parser
+
+
+def _add_generate(add: _Add) -> None:
+    """``generate``: the simulated source."""
     p = add("generate", "write simulated product and order batch files")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the landing folder)")
     p.add_argument("--batches", type=int, default=10, help="order batch files (default 10)")
@@ -97,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
         help="write only order files (the lake already holds the catalogue)",
     )
 
+
+def _add_lake_commands(add: _Add) -> None:
+    """Commands that process, inspect or rebuild the lake."""
     p = add("backfill", "process every batch file in DIR (default: landing) and exit")
     p.add_argument(
         "dir", nargs="?", metavar="DIR", help="folder of batch files (default: the landing folder)"
@@ -142,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     p = add("report", "product and order insights as JSON")
     p.add_argument("--out", metavar="FILE.json", help="write to a file instead of stdout")
 
+
+def _add_service_commands(add: _Add) -> None:
+    """The daemon, the dashboard, the demo and maintenance."""
     p = add("watch", "run the watcher daemon on the landing folder")
     p.add_argument(
         "--polling",
@@ -178,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-hours", type=int, help="vacuum files older than this (default 168)")
     p.add_argument("--dry-run", action="store_true", help="only show what vacuum would delete")
 
+
+def _add_bench(add: _Add) -> None:
+    """``bench``: ecom-stream against the loops people write instead."""
     p = add("bench", "benchmark ecom-stream against the alternatives")
     p.add_argument("--files", type=int, default=300, help="order files (default 300)")
     p.add_argument(
@@ -207,7 +230,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json-out", metavar="FILE", default="bench-results/latest.json", help="results JSON"
     )
-    return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
