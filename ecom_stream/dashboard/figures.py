@@ -196,29 +196,7 @@ def daily_revenue_chart(
         )
         flagged = anomalies[anomalies["category"] == category]
         if not flagged.empty:
-            fig.add_trace(
-                go.Scatter(
-                    x=flagged["order_date"],
-                    y=flagged["revenue"],
-                    mode="markers",
-                    cliponaxis=False,
-                    name="anomaly",
-                    marker={
-                        "color": ANOMALY_COLOR,
-                        "size": 10,
-                        "symbol": "circle-open",
-                        "line": {"width": 3},
-                    },
-                    customdata=flagged[["z_score", "rolling_mean"]].to_numpy(),
-                    hovertemplate=(
-                        f"anomaly in {category}<br>%{{x|%a %d %b %Y}}<br>$%{{y:,.2f}}"
-                        "<br>z = %{customdata[0]:+.2f} (rolling mean $%{customdata[1]:,.0f})"
-                        "<extra></extra>"
-                    ),
-                ),
-                row=row,
-                col=col,
-            )
+            fig.add_trace(_anomaly_markers(flagged, category), row=row, col=col)
     fig.update_yaxes(tickprefix="$", rangemode="tozero", title=None)
     # One time range for every panel (autorange pads panels with edge markers differently).
     half_day = pd.Timedelta(hours=12)
@@ -230,6 +208,29 @@ def daily_revenue_chart(
         annotation.update(font={"size": 13, "color": category_color(name)})
     return _layout(
         fig, "Daily revenue by category (red circles: anomalies)", height=230 * rows + 60
+    )
+
+
+def _anomaly_markers(flagged: pd.DataFrame, category: str) -> go.Scatter:
+    """Red open circles on the flagged days of one category, with z-score and baseline."""
+    return go.Scatter(
+        x=flagged["order_date"],
+        y=flagged["revenue"],
+        mode="markers",
+        cliponaxis=False,
+        name="anomaly",
+        marker={
+            "color": ANOMALY_COLOR,
+            "size": 10,
+            "symbol": "circle-open",
+            "line": {"width": 3},
+        },
+        customdata=flagged[["z_score", "rolling_mean"]].to_numpy(),
+        hovertemplate=(
+            f"anomaly in {category}<br>%{{x|%a %d %b %Y}}<br>$%{{y:,.2f}}"
+            "<br>z = %{customdata[0]:+.2f} (rolling mean $%{customdata[1]:,.0f})"
+            "<extra></extra>"
+        ),
     )
 
 

@@ -165,7 +165,10 @@ def _drive_daemon(
     result: RunResult,
     spawned: float,
 ) -> None:
-    """Wait for the heartbeat, drop the files at ``--pace`` and collect their latencies."""
+    """Wait for the heartbeat, drop the files at ``--pace`` and collect their latencies.
+
+    Long on purpose: one polling loop whose state (drops, ledger reads, progress) is shared.
+    """
     heartbeat = lake / "_daemon" / "heartbeat.json"
     while not heartbeat.exists():
         if daemon.poll() is not None:

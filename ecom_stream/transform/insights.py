@@ -100,6 +100,8 @@ def order_insights(
     top_10pct_spend_threshold = 90th percentile of revenue per customer); ``busiest_weekday``
     and ``busiest_hour`` (ties: earliest), ``orders_by_weekday``; ``average_items_per_order``.
     Empty input gives zeros and None.
+
+    Long on purpose: one flat list of statistics over the same masks, read top to bottom.
     """
     n = len(orders)
     earning = ~orders["status"].isin(list(excluded_statuses)).to_numpy(dtype=bool)

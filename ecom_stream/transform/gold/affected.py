@@ -36,6 +36,8 @@ def affected_dates_for_orders(
     non-excluded statuses do not matter and new excluded orders affect no date (the gold
     tables then have to be rebuilt if that setting changes). Re-sent identical orders affect
     nothing.
+
+    Long on purpose: each comparison of old and new rows reuses the aligned arrays built first.
     """
     cols = ("order_id", "order_date", "status", "total", "product_ids", "quantities")
     _require(incoming, cols, "incoming")

@@ -62,6 +62,8 @@ def anomalies(
     category's first date in the whole table) and ``newest`` (its newest date), which are
     otherwise taken from ``daily``. A day's values depend only on its own window, so they are
     bit-identical whichever valid slice they are computed from.
+
+    Long on purpose: the checks and the window set-up share the same day and category arrays.
     """
     if window < 1 or min_history < 1:
         raise ValueError("need window >= 1 and min_history >= 1")
