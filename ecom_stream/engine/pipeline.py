@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,21 @@ from ecom_stream.config import Settings
 from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
 from ecom_stream.engine.digests import DigestSet
+from ecom_stream.engine.intake import (
+    FIX_CONTENT,
+    FIX_LINK,
+    FIX_NAME,
+    FIX_OUTSIDE,
+    FIX_SPECIAL,
+    arrival_id_of,
+    file_stamp,
+    piece_arrival,
+    pieces_of,
+    unread_batch_id,
+)
+from ecom_stream.engine.memory import cyclic_gc_paused, release_memory, use_system_allocator
 from ecom_stream.engine.refresh import AFFECTED_KEY, GoldRefresher
+from ecom_stream.engine.winners import file_steps, file_warnings
 from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.storage.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
 from ecom_stream.transform import bookkeeping, clean
@@ -42,10 +56,8 @@ from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_ro
 from ecom_stream.transform.parse import (
     LINES_SUFFIXES,
     FileKind,
-    array_chunks,
     classify,
     display_name,
-    line_chunks,
     name_problem,
     parse_array_piece,
     parse_lines_piece,
@@ -71,52 +83,6 @@ LEDGER_VERSIONED = (
 )
 
 
-def _stamp(path: Path) -> str:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return "gone"
-    return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
-
-
-def arrival_id_of(batch_id: str, path: Path) -> str:
-    """Identifies one arrival of a file (its bytes, name and inode), stable across restarts."""
-    stamp = _stamp(path)
-    # fsencode: a name need not be valid UTF-8 (the same bytes as .encode() for one that is).
-    key = f"{batch_id}:".encode() + os.fsencode(path.name) + f":{stamp}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
-
-
-# What the reason file tells a person to do, by cause; each must be true (see requeue).
-FIX_CONTENT = (
-    "fix the file, then `ecom-stream requeue NAME` (or drop the fixed file into landing; "
-    "the same bytes under any name are a duplicate until requeued)"
-)
-FIX_NAME = (
-    "rename it: `ecom-stream requeue NAME --as NEW`, NEW starting with products or orders and "
-    "ending in .json, .jsonl or .ndjson (or drop the file into landing under such a name)"
-)
-FIX_OUTSIDE = (
-    "fix the cause the reason names (a setting, the permissions, a split), then "
-    "`ecom-stream requeue NAME` (or drop the file into landing again)"
-)
-FIX_SPECIAL = (
-    "only regular files are read: write the batch into landing as a regular file "
-    "(`ecom-stream requeue NAME` would bring back the same entry, quarantined again)"
-)
-FIX_LINK = (
-    "links are never followed: copy the file itself into landing "
-    "(`ecom-stream requeue NAME` only removes the link)"
-)
-
-
-def _unread_batch_id(data: bytes | None, path: Path, *extra: str) -> str:
-    """The id of a batch recorded for its name or a cause outside its bytes: bytes and name
-    (and ``extra``) together, so the same bytes under a fixed name are a new batch."""
-    parts = [data or b"", os.fsencode(path.name), *(os.fsencode(e) for e in extra)]
-    return hashlib.sha256(b"\0".join(parts)).hexdigest()
-
-
 class Pipeline:
     """Processes batch files into the lake; one instance per process (one writer per lake)."""
 
@@ -127,9 +93,7 @@ class Pipeline:
         keep_source: bool = False,
         received_at: Callable[[Path], datetime | None] | None = None,
     ) -> None:
-        # Arrow's default mimalloc pool keeps freed micro-batch memory: RSS crept up ~200 MB
-        # over a backfill. The system allocator (trimmed between micro-batches) gives it back.
-        pa.set_memory_pool(pa.system_memory_pool())
+        use_system_allocator()
         self.settings = settings
         self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecom-side")
         self._bronze = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecom-bronze")
@@ -252,7 +216,7 @@ class Pipeline:
         The result equals processing them one by one: merges are newer-wins, rows are rejected
         before duplicate keys are reduced, and batch verdicts are per file.
         """
-        with _cyclic_gc_paused():
+        with cyclic_gc_paused():
             return self._process(paths, on_outcome)
 
     def _process(
@@ -313,7 +277,7 @@ class Pipeline:
             return None
         except BatchError:
             data = None
-        batch_id = _unread_batch_id(data, path)
+        batch_id = unread_batch_id(data, path)
         outcome = self._quarantine_unread(
             path,
             kind,
@@ -342,7 +306,7 @@ class Pipeline:
         # A file quarantined for its name is recorded under its bytes and name together: the
         # same bytes under a fixed name are a new batch (content alone decides duplicates).
         if kind.action == "quarantine":
-            batch_id = _unread_batch_id(data, path)
+            batch_id = unread_batch_id(data, path)
         else:
             batch_id = hashlib.sha256(data).hexdigest()
         arrival = arrival_id_of(batch_id, path)
@@ -366,7 +330,7 @@ class Pipeline:
             return self._quarantine_unread(
                 path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
             )
-        pieces = self._pieces(data, kind.fmt or "array")
+        pieces = pieces_of(data, kind.fmt or "array", self.settings.microbatch_max_rows)
         if pieces:
             self.lake.store_raw(
                 batch_id,
@@ -377,7 +341,7 @@ class Pipeline:
             return ParsedFile(
                 path, path.name, kind.entity or "", batch_id, arrival, [], received,
                 (time.perf_counter() - started) * 1000, data=data, pieces=pieces,
-                piece_arrivals=[_piece_arrival(arrival, k) for k in range(len(pieces))],
+                piece_arrivals=[piece_arrival(arrival, k) for k in range(len(pieces))],
             )
         try:
             records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
@@ -410,7 +374,7 @@ class Pipeline:
         target = os.readlink(path) if path.is_symlink() else ""
         # Nothing was read, so the entry's identity (inode, mtime, size) tells two files of
         # the same name apart: each is kept in quarantine.
-        batch_id = _unread_batch_id(data, path, target, reason, _stamp(path))
+        batch_id = unread_batch_id(data, path, target, reason, file_stamp(path))
         arrival = arrival_id_of(batch_id, path)
         # (Requeued since, the same entry is handled again: requeue moves it back whole.)
         if (
@@ -532,7 +496,7 @@ class Pipeline:
             self.lake.inflight_path.unlink(missing_ok=True)
         self._microbatches += 1
         if sum(o.rows_in for o in outcomes) >= 10_000 or self._microbatches % 50 == 0:
-            _release_memory()
+            release_memory()
         return outcomes
 
     def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
@@ -670,20 +634,6 @@ class Pipeline:
                 o.gold_committed_at = gold_at
         return outcomes
 
-    def _pieces(self, data: bytes, fmt: str) -> list[tuple[int, int, int]] | None:
-        """How to cut a file of more rows than a micro-batch holds (None: read it whole).
-        A file of at most 40 bytes a row of the bound is read whole without a scan: its
-        records are too small to weigh on memory whatever their count."""
-        max_rows = self.settings.microbatch_max_rows
-        if len(data) <= max_rows * 40:
-            return None
-        if fmt == "lines":
-            if data.count(b"\n") < max_rows:
-                return None
-            pieces = line_chunks(data, max_rows)
-            return pieces if len(pieces) > 1 else None
-        return array_chunks(data, max_rows)
-
     def _piece_frames(
         self, g: ParsedFile, k: int, offset: int
     ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
@@ -762,7 +712,7 @@ class Pipeline:
                 del records, raw, typed
                 # Great Expectations leaves cycles holding the piece's frames: collect them
                 # now (the cyclic collector is paused while files are processed).
-                _release_memory()
+                release_memory()
             if total == 0:
                 raise BatchReadError("empty file (only white space)")
         except BatchReadError as exc:
@@ -835,7 +785,7 @@ class Pipeline:
                     else:
                         self._merge_products(winners, stored)
                 del winners, stored, typed_ok
-                _release_memory()
+                release_memory()
                 # Gold from the commits of several pieces at once (each piece recomputing all
                 # the days it touches re-reads a growing silver), but at least every few
                 # seconds: it reads the silver commit files, kept only 10 s (LOG_RETENTION).
@@ -900,64 +850,8 @@ class Pipeline:
             # Nothing beats silver: no file's rows won at their turn either.
             return winners, stored, []
         stored_w = stored[stored[key].isin(winners[key])]
-        steps, before = _file_steps(cleaned, winners, stored, key)
-        return winners, stored_w, self._file_warnings(entity, key, steps, before)
-
-    def _file_warnings(
-        self, entity: str, key: str, steps: pd.DataFrame, before: pd.DataFrame
-    ) -> list[tuple[int, Any]]:
-        """Domain warnings per file: each file's rows that won at their turn, compared with
-        the version they replaced (see ``_file_steps``), as processing the files of the
-        micro-batch one by one would; so the quality table does not depend on grouping."""
-        from ecom_stream.quality.validate import domain_warnings
-
-        files = steps["_file"].to_numpy()
-        matched = before[key].notna().to_numpy()
-        # One vectorised check for the micro-batch: rows are told apart by position (a key
-        # can step in several files); only files with a finding are re-checked on their own
-        # rows (keys unique there), for their own samples and counts.
-        pos = np.arange(len(steps), dtype=np.int64)
-        checks = domain_warnings(
-            entity,
-            steps.assign(**{key: pos}),
-            before[matched].assign(**{key: pos[matched]}),
-            self.settings,
-        )
-        warnings = []
-        for check in checks:
-            failing_files = set(files[check.failing_rows].tolist())
-            for file_index in sorted(set(files.tolist())):
-                mine = files == file_index
-                if file_index in failing_files:
-                    own = [
-                        c
-                        for c in domain_warnings(
-                            entity,
-                            steps[mine].reset_index(drop=True),
-                            before[mine & matched].reset_index(drop=True),
-                            self.settings,
-                        )
-                        if c.expectation == check.expectation
-                    ]
-                    warnings += [(int(file_index), c) for c in own]
-                else:
-                    n = int((matched & mine).sum())
-                    warnings.append(
-                        (
-                            int(file_index),
-                            dataclasses.replace(
-                                check,
-                                success=True,
-                                unexpected_count=0,
-                                element_count=n,
-                                unexpected_percent=0.0 if n else None,
-                                failing_rows=np.empty(0, np.int64),
-                                sample=[],
-                                observed=f"no finding in {n} updated rows",
-                            ),
-                        )
-                    )
-        return warnings
+        steps, before = file_steps(cleaned, winners, stored, key)
+        return winners, stored_w, file_warnings(entity, key, steps, before, self.settings)
 
     def _merge_orders(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
         old_dates = set(stored["order_date"])
@@ -1055,63 +949,6 @@ class Pipeline:
             path.unlink()
 
 
-def _piece_arrival(arrival: str, k: int) -> str:
-    """The arrival id under which piece ``k`` of a large file appends its rows."""
-    return hashlib.sha256(f"{arrival}:piece:{k}".encode()).hexdigest()[:32]
-
-
-def _file_steps(
-    cleaned: pd.DataFrame, winners: pd.DataFrame, stored: pd.DataFrame, key: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows of each file of a micro-batch that win at their turn, and what they replace.
-
-    Files are taken in the micro-batch's order (the order of one-by-one processing). A file's
-    row wins at its turn when it is the file's newest version of its key and newer than the
-    state before that file: the stored silver row, or the newest version among the earlier
-    files of the micro-batch. ``before`` is aligned with the returned rows and holds that
-    state's row (all null where the key was new). Keys seen in one file only are the
-    micro-batch's winners against silver; only keys seen in several files (a few percent)
-    are ranked one file after another.
-    """
-    multi = cleaned[key].isin(cleaned.loc[cleaned.duplicated([key, "_file"]) |
-                                          cleaned[key].duplicated(keep=False), key])
-    multi_keys = set(cleaned.loc[multi, key].tolist())
-    single = winners[~winners[key].isin(multi_keys)].reset_index(drop=True)
-    old = stored.drop_duplicates(key, keep="last").set_index(key, drop=False)
-    single_before = old.reindex(single[key].to_numpy()).reset_index(drop=True)
-    if not multi_keys:
-        return single, single_before
-    # Each file's newest version of each contested key, after the stored version (file -1).
-    rows = cleaned[multi].sort_values([key, "_file", "_version_ts", "_row_hash"], kind="stable")
-    rows = rows.drop_duplicates([key, "_file"], keep="last")
-    prior = old[old[key].isin(multi_keys)].assign(_file=-1)
-    chain = pd.concat([prior, rows], ignore_index=True)
-    # Dense rank of the versions (newer-wins order), then the running newest per key.
-    by_version = chain.sort_values(["_version_ts", "_row_hash"], kind="stable")
-    ts = by_version["_version_ts"].to_numpy()
-    hashes = by_version["_row_hash"].to_numpy()
-    new_version = np.ones(len(by_version), dtype=bool)
-    new_version[1:] = (ts[1:] != ts[:-1]) | (hashes[1:] != hashes[:-1])
-    chain.loc[by_version.index, "_rank"] = np.cumsum(new_version)
-    chain = chain.sort_values([key, "_file"], kind="stable").reset_index(drop=True)
-    best_before = chain.groupby(key, sort=False)["_rank"].cummax().groupby(chain[key]).shift(1)
-    wins = (chain["_file"] >= 0) & (best_before.isna() | (chain["_rank"] > best_before))
-    # Equal rank means the same version (same row hash): any row of it stands for it.
-    by_rank = chain.drop_duplicates([key, "_rank"]).set_index([key, "_rank"])
-    stepped = chain[wins.to_numpy()]
-    prev = by_rank.reindex(
-        pd.MultiIndex.from_arrays(
-            [stepped[key].to_numpy(), best_before[wins].to_numpy()], names=[key, "_rank"]
-        )
-    ).reset_index()
-    prev.loc[best_before[wins].isna().to_numpy(), key] = None
-    columns = list(cleaned.columns)
-    steps = pd.concat([single, stepped[columns]], ignore_index=True)
-    before = pd.concat([single_before, prev[list(single_before.columns)]], ignore_index=True)
-    order = np.argsort(steps["_file"].to_numpy(), kind="stable")
-    return steps.iloc[order].reset_index(drop=True), before.iloc[order].reset_index(drop=True)
-
-
 def _build_validator(settings: Settings) -> Any:
     from ecom_stream.quality.validate import Validator  # GX is heavy: imported only by writers
 
@@ -1134,30 +971,3 @@ def _sync_filesystem(path: Path) -> None:
         os.sync()
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while files are processed.
-
-    Records and frames hold no reference cycles, but a micro-batch allocates millions of
-    objects, and each automatic collection re-scans all that are alive: 1.6 s of a 10.6 s
-    backfill of 300k orders. Cycles (Great Expectations makes some) are collected by
-    ``_release_memory`` after large micro-batches and every 50 micro-batches.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _release_memory() -> None:
-    """Hand freed memory back to the OS between micro-batches, so that a long backfill or a
-    daemon running for weeks keeps a flat footprint (allocators otherwise hold on to peaks)."""
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
