@@ -28,12 +28,10 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from ecom_stream.config import Settings
 from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
-from ecom_stream.engine.digests import DigestSet
 from ecom_stream.engine.intake import (
     FIX_CONTENT,
     FIX_LINK,
@@ -48,6 +46,7 @@ from ecom_stream.engine.intake import (
 )
 from ecom_stream.engine.memory import cyclic_gc_paused, release_memory, use_system_allocator
 from ecom_stream.engine.refresh import AFFECTED_KEY, GoldRefresher
+from ecom_stream.engine.state import BatchState
 from ecom_stream.engine.winners import file_steps, file_warnings
 from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.storage.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
@@ -68,7 +67,6 @@ from ecom_stream.transform.parse import (
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
 logger = logging.getLogger(__name__)
-DONE_OUTCOMES = ("merged", "quarantined", "empty")
 # Micro-batches of at least this many rows append bronze while silver merges (see _merge_group).
 BRONZE_ALONGSIDE_ROWS = 5_000
 # A file merged in pieces refreshes gold at least this often (see _merge_pieces).
@@ -108,10 +106,7 @@ class Pipeline:
         self.gold = GoldRefresher(self.lake, settings)
         self.keep_source = keep_source
         self._received_at = received_at
-        self._done_batches = DigestSet()
-        self._arrivals = DigestSet()
-        self._load_ledger()
-        self._suspects = self._load_inflight()
+        self.state = BatchState(self.lake)
         # A crash between silver and gold commits left gold behind: catch up now, while the
         # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
         self.gold.bring_up_to_date()
@@ -154,55 +149,6 @@ class Pipeline:
             gc.collect()
             gc.freeze()
             self._gc_frozen = True
-
-    # -- state ----------------------------------------------------------------------------
-    def _load_ledger(self) -> None:
-        ledger = self.lake.read_pandas(
-            "ledger", columns=["batch_id", "arrival_id", "outcome", "finished_at"]
-        )
-        self._arrivals = DigestSet(ledger["arrival_id"])
-        # A duplicate changes nothing: the outcome before it stands (else a third copy of
-        # the same bytes, after a duplicate row, would be merged and double its bronze rows).
-        last = (
-            ledger[ledger["outcome"] != "duplicate"]
-            .sort_values("finished_at", kind="stable")
-            .drop_duplicates("batch_id", keep="last")
-        )
-        self._done_batches = DigestSet(last.loc[last["outcome"].isin(DONE_OUTCOMES), "batch_id"])
-
-    def _load_inflight(self) -> set[str]:
-        try:
-            return set(json.loads(self.lake.inflight_path.read_text())["arrivals"])
-        except (OSError, ValueError, KeyError):
-            return set()
-
-    def _recorded(self, arrival: str) -> bool:
-        """Whether the ledger holds ``arrival`` (confirms a hit of the compact set)."""
-        rows = self.lake.read(
-            "ledger", columns=["arrival_id"], rows=pads.field("arrival_id") == arrival
-        )
-        return rows.num_rows > 0
-
-    def _already_done(self, batch_id: str) -> bool:
-        """Merged, quarantined or empty before, and not requeued since (checked in the ledger,
-        because ``requeue`` may run while this process is up)."""
-        if batch_id not in self._done_batches:
-            return False
-        rows = self.lake.read_pandas(
-            "ledger",
-            columns=["outcome", "finished_at"],
-            rows=(pads.field("batch_id") == batch_id) & (pads.field("outcome") != "duplicate"),
-            refresh=True,
-        )
-        last = (
-            rows.sort_values("finished_at", kind="stable")["outcome"].iloc[-1]
-            if len(rows)
-            else None
-        )
-        if last in DONE_OUTCOMES:
-            return True
-        self._done_batches.discard(batch_id)
-        return False
 
     # -- entry point ----------------------------------------------------------------------
     def process(
@@ -310,11 +256,11 @@ class Pipeline:
         else:
             batch_id = hashlib.sha256(data).hexdigest()
         arrival = arrival_id_of(batch_id, path)
-        if arrival in self._arrivals and self._recorded(arrival):
+        if self.state.recorded(arrival):
             # Recorded before a crash or stop, but not yet removed from landing.
             self._remove_source(path, batch_id, arrival)
             return None
-        if batch_id in seen or self._already_done(batch_id):
+        if batch_id in seen or self.state.already_done(batch_id):
             return FileOutcome(
                 display_name(path.name),
                 kind.entity,
@@ -378,9 +324,8 @@ class Pipeline:
         arrival = arrival_id_of(batch_id, path)
         # (Requeued since, the same entry is handled again: requeue moves it back whole.)
         if (
-            arrival in self._arrivals
-            and self._recorded(arrival)
-            and self._already_done(batch_id)
+            self.state.recorded(arrival)
+            and self.state.already_done(batch_id)
         ):
             if self.lake.left_in_landing(display_name(path.name), batch_id):
                 return None  # recorded already; it stays until its cause is fixed
@@ -456,14 +401,11 @@ class Pipeline:
         arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
         # A file merged in pieces appends bronze and rejected rows under one arrival a piece.
         arrivals += [a for g in group for a in g.piece_arrivals]
-        # Files of a failed micro-batch stay suspects (some of their rows may be committed)
-        # until they are recorded, so the marker lists them too.
-        marker = sorted(self._suspects | set(arrivals))
-        atomic_write(self.lake.inflight_path, json.dumps({"arrivals": marker}).encode())
+        self.state.begin(arrivals)
         try:
             return self._commit_outcomes(group, finals, arrivals)
         except BaseException:
-            self._suspects |= set(arrivals)
+            self.state.failed(arrivals)
             raise
 
     def _commit_outcomes(
@@ -482,18 +424,10 @@ class Pipeline:
         _sync_filesystem(self.lake.root)
         self.lake.note_versions()  # after the sync: never ahead of a durable commit
         for o in outcomes:
-            self._arrivals.add(o.arrival_id)
-            if o.outcome in DONE_OUTCOMES:
-                self._done_batches.add(o.batch_id)
+            self.state.note(o)
             if o.source is not None:
                 self._remove_source(o.source, o.batch_id, o.arrival_id)
-        self._suspects -= set(arrivals)
-        if self._suspects:
-            atomic_write(
-                self.lake.inflight_path, json.dumps({"arrivals": sorted(self._suspects)}).encode()
-            )
-        else:
-            self.lake.inflight_path.unlink(missing_ok=True)
+        self.state.settle(arrivals)
         self._microbatches += 1
         if sum(o.rows_in for o in outcomes) >= 10_000 or self._microbatches % 50 == 0:
             release_memory()
@@ -909,7 +843,7 @@ class Pipeline:
         owners = list(owners)
         if not owners:
             return
-        suspects = {o.arrival_id for o in owners if o.arrival_id in self._suspects}
+        suspects = {o.arrival_id for o in owners if o.arrival_id in self.state.suspects}
         done = self.lake.committed_arrivals(table, suspects)
         if isinstance(rows, pd.DataFrame):
             rows = pa.Table.from_pandas(rows, preserve_index=False)
