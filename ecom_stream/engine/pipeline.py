@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +28,26 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from ecom_stream.config import Settings
 from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
-from ecom_stream.engine.digests import DigestSet
+from ecom_stream.engine.intake import (
+    FIX_CONTENT,
+    FIX_LINK,
+    FIX_NAME,
+    FIX_OUTSIDE,
+    FIX_SPECIAL,
+    arrival_id_of,
+    file_stamp,
+    piece_arrival,
+    pieces_of,
+    unread_batch_id,
+)
+from ecom_stream.engine.memory import cyclic_gc_paused, release_memory, use_system_allocator
 from ecom_stream.engine.refresh import AFFECTED_KEY, GoldRefresher
+from ecom_stream.engine.state import BatchState
+from ecom_stream.engine.winners import file_steps, file_warnings
 from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.storage.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
 from ecom_stream.transform import bookkeeping, clean
@@ -42,10 +55,8 @@ from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_ro
 from ecom_stream.transform.parse import (
     LINES_SUFFIXES,
     FileKind,
-    array_chunks,
     classify,
     display_name,
-    line_chunks,
     name_problem,
     parse_array_piece,
     parse_lines_piece,
@@ -56,7 +67,6 @@ from ecom_stream.transform.parse import (
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
 logger = logging.getLogger(__name__)
-DONE_OUTCOMES = ("merged", "quarantined", "empty")
 # Micro-batches of at least this many rows append bronze while silver merges (see _merge_group).
 BRONZE_ALONGSIDE_ROWS = 5_000
 # A file merged in pieces refreshes gold at least this often (see _merge_pieces).
@@ -71,52 +81,6 @@ LEDGER_VERSIONED = (
 )
 
 
-def _stamp(path: Path) -> str:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return "gone"
-    return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
-
-
-def arrival_id_of(batch_id: str, path: Path) -> str:
-    """Identifies one arrival of a file (its bytes, name and inode), stable across restarts."""
-    stamp = _stamp(path)
-    # fsencode: a name need not be valid UTF-8 (the same bytes as .encode() for one that is).
-    key = f"{batch_id}:".encode() + os.fsencode(path.name) + f":{stamp}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
-
-
-# What the reason file tells a person to do, by cause; each must be true (see requeue).
-FIX_CONTENT = (
-    "fix the file, then `ecom-stream requeue NAME` (or drop the fixed file into landing; "
-    "the same bytes under any name are a duplicate until requeued)"
-)
-FIX_NAME = (
-    "rename it: `ecom-stream requeue NAME --as NEW`, NEW starting with products or orders and "
-    "ending in .json, .jsonl or .ndjson (or drop the file into landing under such a name)"
-)
-FIX_OUTSIDE = (
-    "fix the cause the reason names (a setting, the permissions, a split), then "
-    "`ecom-stream requeue NAME` (or drop the file into landing again)"
-)
-FIX_SPECIAL = (
-    "only regular files are read: write the batch into landing as a regular file "
-    "(`ecom-stream requeue NAME` would bring back the same entry, quarantined again)"
-)
-FIX_LINK = (
-    "links are never followed: copy the file itself into landing "
-    "(`ecom-stream requeue NAME` only removes the link)"
-)
-
-
-def _unread_batch_id(data: bytes | None, path: Path, *extra: str) -> str:
-    """The id of a batch recorded for its name or a cause outside its bytes: bytes and name
-    (and ``extra``) together, so the same bytes under a fixed name are a new batch."""
-    parts = [data or b"", os.fsencode(path.name), *(os.fsencode(e) for e in extra)]
-    return hashlib.sha256(b"\0".join(parts)).hexdigest()
-
-
 class Pipeline:
     """Processes batch files into the lake; one instance per process (one writer per lake)."""
 
@@ -127,9 +91,7 @@ class Pipeline:
         keep_source: bool = False,
         received_at: Callable[[Path], datetime | None] | None = None,
     ) -> None:
-        # Arrow's default mimalloc pool keeps freed micro-batch memory: RSS crept up ~200 MB
-        # over a backfill. The system allocator (trimmed between micro-batches) gives it back.
-        pa.set_memory_pool(pa.system_memory_pool())
+        use_system_allocator()
         self.settings = settings
         self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecom-side")
         self._bronze = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecom-bronze")
@@ -144,10 +106,7 @@ class Pipeline:
         self.gold = GoldRefresher(self.lake, settings)
         self.keep_source = keep_source
         self._received_at = received_at
-        self._done_batches = DigestSet()
-        self._arrivals = DigestSet()
-        self._load_ledger()
-        self._suspects = self._load_inflight()
+        self.state = BatchState(self.lake)
         # A crash between silver and gold commits left gold behind: catch up now, while the
         # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
         self.gold.bring_up_to_date()
@@ -191,55 +150,6 @@ class Pipeline:
             gc.freeze()
             self._gc_frozen = True
 
-    # -- state ----------------------------------------------------------------------------
-    def _load_ledger(self) -> None:
-        ledger = self.lake.read_pandas(
-            "ledger", columns=["batch_id", "arrival_id", "outcome", "finished_at"]
-        )
-        self._arrivals = DigestSet(ledger["arrival_id"])
-        # A duplicate changes nothing: the outcome before it stands (else a third copy of
-        # the same bytes, after a duplicate row, would be merged and double its bronze rows).
-        last = (
-            ledger[ledger["outcome"] != "duplicate"]
-            .sort_values("finished_at", kind="stable")
-            .drop_duplicates("batch_id", keep="last")
-        )
-        self._done_batches = DigestSet(last.loc[last["outcome"].isin(DONE_OUTCOMES), "batch_id"])
-
-    def _load_inflight(self) -> set[str]:
-        try:
-            return set(json.loads(self.lake.inflight_path.read_text())["arrivals"])
-        except (OSError, ValueError, KeyError):
-            return set()
-
-    def _recorded(self, arrival: str) -> bool:
-        """Whether the ledger holds ``arrival`` (confirms a hit of the compact set)."""
-        rows = self.lake.read(
-            "ledger", columns=["arrival_id"], rows=pads.field("arrival_id") == arrival
-        )
-        return rows.num_rows > 0
-
-    def _already_done(self, batch_id: str) -> bool:
-        """Merged, quarantined or empty before, and not requeued since (checked in the ledger,
-        because ``requeue`` may run while this process is up)."""
-        if batch_id not in self._done_batches:
-            return False
-        rows = self.lake.read_pandas(
-            "ledger",
-            columns=["outcome", "finished_at"],
-            rows=(pads.field("batch_id") == batch_id) & (pads.field("outcome") != "duplicate"),
-            refresh=True,
-        )
-        last = (
-            rows.sort_values("finished_at", kind="stable")["outcome"].iloc[-1]
-            if len(rows)
-            else None
-        )
-        if last in DONE_OUTCOMES:
-            return True
-        self._done_batches.discard(batch_id)
-        return False
-
     # -- entry point ----------------------------------------------------------------------
     def process(
         self,
@@ -252,7 +162,7 @@ class Pipeline:
         The result equals processing them one by one: merges are newer-wins, rows are rejected
         before duplicate keys are reduced, and batch verdicts are per file.
         """
-        with _cyclic_gc_paused():
+        with cyclic_gc_paused():
             return self._process(paths, on_outcome)
 
     def _process(
@@ -313,7 +223,7 @@ class Pipeline:
             return None
         except BatchError:
             data = None
-        batch_id = _unread_batch_id(data, path)
+        batch_id = unread_batch_id(data, path)
         outcome = self._quarantine_unread(
             path,
             kind,
@@ -342,15 +252,15 @@ class Pipeline:
         # A file quarantined for its name is recorded under its bytes and name together: the
         # same bytes under a fixed name are a new batch (content alone decides duplicates).
         if kind.action == "quarantine":
-            batch_id = _unread_batch_id(data, path)
+            batch_id = unread_batch_id(data, path)
         else:
             batch_id = hashlib.sha256(data).hexdigest()
         arrival = arrival_id_of(batch_id, path)
-        if arrival in self._arrivals and self._recorded(arrival):
+        if self.state.recorded(arrival):
             # Recorded before a crash or stop, but not yet removed from landing.
             self._remove_source(path, batch_id, arrival)
             return None
-        if batch_id in seen or self._already_done(batch_id):
+        if batch_id in seen or self.state.already_done(batch_id):
             return FileOutcome(
                 display_name(path.name),
                 kind.entity,
@@ -366,7 +276,7 @@ class Pipeline:
             return self._quarantine_unread(
                 path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
             )
-        pieces = self._pieces(data, kind.fmt or "array")
+        pieces = pieces_of(data, kind.fmt or "array", self.settings.microbatch_max_rows)
         if pieces:
             self.lake.store_raw(
                 batch_id,
@@ -377,7 +287,7 @@ class Pipeline:
             return ParsedFile(
                 path, path.name, kind.entity or "", batch_id, arrival, [], received,
                 (time.perf_counter() - started) * 1000, data=data, pieces=pieces,
-                piece_arrivals=[_piece_arrival(arrival, k) for k in range(len(pieces))],
+                piece_arrivals=[piece_arrival(arrival, k) for k in range(len(pieces))],
             )
         try:
             records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
@@ -410,13 +320,12 @@ class Pipeline:
         target = os.readlink(path) if path.is_symlink() else ""
         # Nothing was read, so the entry's identity (inode, mtime, size) tells two files of
         # the same name apart: each is kept in quarantine.
-        batch_id = _unread_batch_id(data, path, target, reason, _stamp(path))
+        batch_id = unread_batch_id(data, path, target, reason, file_stamp(path))
         arrival = arrival_id_of(batch_id, path)
         # (Requeued since, the same entry is handled again: requeue moves it back whole.)
         if (
-            arrival in self._arrivals
-            and self._recorded(arrival)
-            and self._already_done(batch_id)
+            self.state.recorded(arrival)
+            and self.state.already_done(batch_id)
         ):
             if self.lake.left_in_landing(display_name(path.name), batch_id):
                 return None  # recorded already; it stays until its cause is fixed
@@ -492,14 +401,11 @@ class Pipeline:
         arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
         # A file merged in pieces appends bronze and rejected rows under one arrival a piece.
         arrivals += [a for g in group for a in g.piece_arrivals]
-        # Files of a failed micro-batch stay suspects (some of their rows may be committed)
-        # until they are recorded, so the marker lists them too.
-        marker = sorted(self._suspects | set(arrivals))
-        atomic_write(self.lake.inflight_path, json.dumps({"arrivals": marker}).encode())
+        self.state.begin(arrivals)
         try:
             return self._commit_outcomes(group, finals, arrivals)
         except BaseException:
-            self._suspects |= set(arrivals)
+            self.state.failed(arrivals)
             raise
 
     def _commit_outcomes(
@@ -518,21 +424,13 @@ class Pipeline:
         _sync_filesystem(self.lake.root)
         self.lake.note_versions()  # after the sync: never ahead of a durable commit
         for o in outcomes:
-            self._arrivals.add(o.arrival_id)
-            if o.outcome in DONE_OUTCOMES:
-                self._done_batches.add(o.batch_id)
+            self.state.note(o)
             if o.source is not None:
                 self._remove_source(o.source, o.batch_id, o.arrival_id)
-        self._suspects -= set(arrivals)
-        if self._suspects:
-            atomic_write(
-                self.lake.inflight_path, json.dumps({"arrivals": sorted(self._suspects)}).encode()
-            )
-        else:
-            self.lake.inflight_path.unlink(missing_ok=True)
+        self.state.settle(arrivals)
         self._microbatches += 1
         if sum(o.rows_in for o in outcomes) >= 10_000 or self._microbatches % 50 == 0:
-            _release_memory()
+            release_memory()
         return outcomes
 
     def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
@@ -670,20 +568,6 @@ class Pipeline:
                 o.gold_committed_at = gold_at
         return outcomes
 
-    def _pieces(self, data: bytes, fmt: str) -> list[tuple[int, int, int]] | None:
-        """How to cut a file of more rows than a micro-batch holds (None: read it whole).
-        A file of at most 40 bytes a row of the bound is read whole without a scan: its
-        records are too small to weigh on memory whatever their count."""
-        max_rows = self.settings.microbatch_max_rows
-        if len(data) <= max_rows * 40:
-            return None
-        if fmt == "lines":
-            if data.count(b"\n") < max_rows:
-                return None
-            pieces = line_chunks(data, max_rows)
-            return pieces if len(pieces) > 1 else None
-        return array_chunks(data, max_rows)
-
     def _piece_frames(
         self, g: ParsedFile, k: int, offset: int
     ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
@@ -762,7 +646,7 @@ class Pipeline:
                 del records, raw, typed
                 # Great Expectations leaves cycles holding the piece's frames: collect them
                 # now (the cyclic collector is paused while files are processed).
-                _release_memory()
+                release_memory()
             if total == 0:
                 raise BatchReadError("empty file (only white space)")
         except BatchReadError as exc:
@@ -835,7 +719,7 @@ class Pipeline:
                     else:
                         self._merge_products(winners, stored)
                 del winners, stored, typed_ok
-                _release_memory()
+                release_memory()
                 # Gold from the commits of several pieces at once (each piece recomputing all
                 # the days it touches re-reads a growing silver), but at least every few
                 # seconds: it reads the silver commit files, kept only 10 s (LOG_RETENTION).
@@ -900,64 +784,8 @@ class Pipeline:
             # Nothing beats silver: no file's rows won at their turn either.
             return winners, stored, []
         stored_w = stored[stored[key].isin(winners[key])]
-        steps, before = _file_steps(cleaned, winners, stored, key)
-        return winners, stored_w, self._file_warnings(entity, key, steps, before)
-
-    def _file_warnings(
-        self, entity: str, key: str, steps: pd.DataFrame, before: pd.DataFrame
-    ) -> list[tuple[int, Any]]:
-        """Domain warnings per file: each file's rows that won at their turn, compared with
-        the version they replaced (see ``_file_steps``), as processing the files of the
-        micro-batch one by one would; so the quality table does not depend on grouping."""
-        from ecom_stream.quality.validate import domain_warnings
-
-        files = steps["_file"].to_numpy()
-        matched = before[key].notna().to_numpy()
-        # One vectorised check for the micro-batch: rows are told apart by position (a key
-        # can step in several files); only files with a finding are re-checked on their own
-        # rows (keys unique there), for their own samples and counts.
-        pos = np.arange(len(steps), dtype=np.int64)
-        checks = domain_warnings(
-            entity,
-            steps.assign(**{key: pos}),
-            before[matched].assign(**{key: pos[matched]}),
-            self.settings,
-        )
-        warnings = []
-        for check in checks:
-            failing_files = set(files[check.failing_rows].tolist())
-            for file_index in sorted(set(files.tolist())):
-                mine = files == file_index
-                if file_index in failing_files:
-                    own = [
-                        c
-                        for c in domain_warnings(
-                            entity,
-                            steps[mine].reset_index(drop=True),
-                            before[mine & matched].reset_index(drop=True),
-                            self.settings,
-                        )
-                        if c.expectation == check.expectation
-                    ]
-                    warnings += [(int(file_index), c) for c in own]
-                else:
-                    n = int((matched & mine).sum())
-                    warnings.append(
-                        (
-                            int(file_index),
-                            dataclasses.replace(
-                                check,
-                                success=True,
-                                unexpected_count=0,
-                                element_count=n,
-                                unexpected_percent=0.0 if n else None,
-                                failing_rows=np.empty(0, np.int64),
-                                sample=[],
-                                observed=f"no finding in {n} updated rows",
-                            ),
-                        )
-                    )
-        return warnings
+        steps, before = file_steps(cleaned, winners, stored, key)
+        return winners, stored_w, file_warnings(entity, key, steps, before, self.settings)
 
     def _merge_orders(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
         old_dates = set(stored["order_date"])
@@ -1015,7 +843,7 @@ class Pipeline:
         owners = list(owners)
         if not owners:
             return
-        suspects = {o.arrival_id for o in owners if o.arrival_id in self._suspects}
+        suspects = {o.arrival_id for o in owners if o.arrival_id in self.state.suspects}
         done = self.lake.committed_arrivals(table, suspects)
         if isinstance(rows, pd.DataFrame):
             rows = pa.Table.from_pandas(rows, preserve_index=False)
@@ -1055,63 +883,6 @@ class Pipeline:
             path.unlink()
 
 
-def _piece_arrival(arrival: str, k: int) -> str:
-    """The arrival id under which piece ``k`` of a large file appends its rows."""
-    return hashlib.sha256(f"{arrival}:piece:{k}".encode()).hexdigest()[:32]
-
-
-def _file_steps(
-    cleaned: pd.DataFrame, winners: pd.DataFrame, stored: pd.DataFrame, key: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows of each file of a micro-batch that win at their turn, and what they replace.
-
-    Files are taken in the micro-batch's order (the order of one-by-one processing). A file's
-    row wins at its turn when it is the file's newest version of its key and newer than the
-    state before that file: the stored silver row, or the newest version among the earlier
-    files of the micro-batch. ``before`` is aligned with the returned rows and holds that
-    state's row (all null where the key was new). Keys seen in one file only are the
-    micro-batch's winners against silver; only keys seen in several files (a few percent)
-    are ranked one file after another.
-    """
-    multi = cleaned[key].isin(cleaned.loc[cleaned.duplicated([key, "_file"]) |
-                                          cleaned[key].duplicated(keep=False), key])
-    multi_keys = set(cleaned.loc[multi, key].tolist())
-    single = winners[~winners[key].isin(multi_keys)].reset_index(drop=True)
-    old = stored.drop_duplicates(key, keep="last").set_index(key, drop=False)
-    single_before = old.reindex(single[key].to_numpy()).reset_index(drop=True)
-    if not multi_keys:
-        return single, single_before
-    # Each file's newest version of each contested key, after the stored version (file -1).
-    rows = cleaned[multi].sort_values([key, "_file", "_version_ts", "_row_hash"], kind="stable")
-    rows = rows.drop_duplicates([key, "_file"], keep="last")
-    prior = old[old[key].isin(multi_keys)].assign(_file=-1)
-    chain = pd.concat([prior, rows], ignore_index=True)
-    # Dense rank of the versions (newer-wins order), then the running newest per key.
-    by_version = chain.sort_values(["_version_ts", "_row_hash"], kind="stable")
-    ts = by_version["_version_ts"].to_numpy()
-    hashes = by_version["_row_hash"].to_numpy()
-    new_version = np.ones(len(by_version), dtype=bool)
-    new_version[1:] = (ts[1:] != ts[:-1]) | (hashes[1:] != hashes[:-1])
-    chain.loc[by_version.index, "_rank"] = np.cumsum(new_version)
-    chain = chain.sort_values([key, "_file"], kind="stable").reset_index(drop=True)
-    best_before = chain.groupby(key, sort=False)["_rank"].cummax().groupby(chain[key]).shift(1)
-    wins = (chain["_file"] >= 0) & (best_before.isna() | (chain["_rank"] > best_before))
-    # Equal rank means the same version (same row hash): any row of it stands for it.
-    by_rank = chain.drop_duplicates([key, "_rank"]).set_index([key, "_rank"])
-    stepped = chain[wins.to_numpy()]
-    prev = by_rank.reindex(
-        pd.MultiIndex.from_arrays(
-            [stepped[key].to_numpy(), best_before[wins].to_numpy()], names=[key, "_rank"]
-        )
-    ).reset_index()
-    prev.loc[best_before[wins].isna().to_numpy(), key] = None
-    columns = list(cleaned.columns)
-    steps = pd.concat([single, stepped[columns]], ignore_index=True)
-    before = pd.concat([single_before, prev[list(single_before.columns)]], ignore_index=True)
-    order = np.argsort(steps["_file"].to_numpy(), kind="stable")
-    return steps.iloc[order].reset_index(drop=True), before.iloc[order].reset_index(drop=True)
-
-
 def _build_validator(settings: Settings) -> Any:
     from ecom_stream.quality.validate import Validator  # GX is heavy: imported only by writers
 
@@ -1134,30 +905,3 @@ def _sync_filesystem(path: Path) -> None:
         os.sync()
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while files are processed.
-
-    Records and frames hold no reference cycles, but a micro-batch allocates millions of
-    objects, and each automatic collection re-scans all that are alive: 1.6 s of a 10.6 s
-    backfill of 300k orders. Cycles (Great Expectations makes some) are collected by
-    ``_release_memory`` after large micro-batches and every 50 micro-batches.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _release_memory() -> None:
-    """Hand freed memory back to the OS between micro-batches, so that a long backfill or a
-    daemon running for weeks keeps a flat footprint (allocators otherwise hold on to peaks)."""
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
