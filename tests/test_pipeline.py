@@ -411,7 +411,7 @@ def test_partial_raw_copies_never_stay_in_raw(
     import errno
 
     from ecom_stream.errors import LakeError
-    from ecom_stream.storage import lake as lake_module
+    from ecom_stream.storage import blobs as lake_module
 
     real_open = open
 
