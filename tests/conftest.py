@@ -41,10 +41,11 @@ COMPARED_TABLES = (
 
 def pytest_configure(config: pytest.Config) -> None:
     """Load the package's pytest plugin unless its entry point (an installed ecom-stream) or
-    ``-p ecom_stream.testing.plugin`` already did: registering it twice is an error."""
+    ``-p ecom_stream.testing.plugin`` already did: registering it twice is an error. It is
+    registered under its module name, the name ``-p`` (handled after conftests) looks up."""
     manager = config.pluginmanager
     if not manager.has_plugin("ecom_stream") and not manager.is_registered(plugin):
-        manager.register(plugin, "ecom_stream")
+        manager.register(plugin, plugin.__name__)
 
 
 # Our tests' historical names for the plugin's fixtures.
