@@ -1,20 +1,20 @@
-"""Shared fixtures: temporary landing and lake folders, batch writers, table snapshots."""
+"""Project-internal test helpers (table snapshots, the CLI runner); the fixtures for a temporary
+lake come from the package's pytest plugin, ``ecom_stream.testing.plugin``."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 
 from ecom_stream.config import Settings
 from ecom_stream.storage.lake import Lake
+from ecom_stream.testing import plugin
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,33 +39,24 @@ COMPARED_TABLES = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Load the package's pytest plugin unless its entry point (an installed ecom-stream) or
+    ``-p ecom_stream.testing.plugin`` already did: registering it twice is an error. It is
+    registered under its module name, the name ``-p`` (handled after conftests) looks up."""
+    manager = config.pluginmanager
+    if not manager.has_plugin("ecom_stream") and not manager.is_registered(plugin):
+        manager.register(plugin, plugin.__name__)
+
+
+# Our tests' historical names for the plugin's fixtures.
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    landing, lake = tmp_path / "landing", tmp_path / "lake"
-    landing.mkdir()
-    return Settings(landing_dir=landing, lake_dir=lake)
+def settings(ecom_settings: Settings) -> Settings:
+    return ecom_settings
 
 
 @pytest.fixture
-def write_batch(settings: Settings) -> Callable[..., Path]:
-    """Write records as a batch file (JSON array by default) into landing or ``folder``."""
-
-    def write(
-        name: str,
-        records: Sequence[dict[str, Any]],
-        *,
-        folder: Path | None = None,
-        lines: bool = False,
-    ) -> Path:
-        target = (folder or settings.landing_dir) / name
-        if lines:
-            text = "\n".join(json.dumps(r) for r in records) + "\n"
-        else:
-            text = json.dumps(list(records))
-        target.write_text(text)
-        return target
-
-    return write
+def write_batch(drop_batch: Callable[..., Path]) -> Callable[..., Path]:
+    return drop_batch
 
 
 def snapshot(lake_dir: Path, tables: Sequence[str] = COMPARED_TABLES) -> dict[str, pd.DataFrame]:

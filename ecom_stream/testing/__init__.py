@@ -1,0 +1,1 @@
+"""Test helpers for projects using ecom-stream: the pytest plugin lives in ``plugin.py``."""
