@@ -11,40 +11,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from ecom_stream.contract.rules import default_policies
 from ecom_stream.errors import ConfigError
 
 __all__ = ["POLICIES", "Settings", "default_policies"]
 
 ENV_PREFIX = "ECOM_"
 POLICIES = ("quarantine-batch", "drop-row", "warn")
-
-
-def default_policies() -> dict[str, str]:
-    """The default policy of every expectation (see ``validate.py`` for the checks)."""
-    return {
-        # products
-        "products_required_columns": "quarantine-batch",
-        "products_price_missing_share": "quarantine-batch",
-        "products_product_id_valid_key": "drop-row",
-        "products_price_positive": "drop-row",
-        "products_price_below_max": "drop-row",
-        "products_stock_non_negative_integer": "drop-row",
-        "products_rating_between_1_and_5": "warn",
-        "products_category_known": "warn",
-        # orders
-        "orders_required_columns": "quarantine-batch",
-        "orders_total_missing_share": "quarantine-batch",
-        "orders_order_id_valid_key": "drop-row",
-        "orders_customer_id_present": "drop-row",
-        "orders_total_non_negative": "drop-row",
-        "orders_total_below_max": "drop-row",
-        "orders_lines_well_formed": "drop-row",
-        "orders_quantities_below_max": "drop-row",
-        "orders_created_at_parseable": "drop-row",
-        "orders_created_at_in_window": "drop-row",
-        "orders_status_known": "warn",
-        "orders_updated_after_created": "warn",
-    }
 
 
 @dataclass(frozen=True)

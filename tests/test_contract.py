@@ -173,3 +173,21 @@ def test_far_dates_already_in_silver_keep_gold_bounded(
     assert len(anomalies) == 2 * 3 * 31 - 2 * 30  # All and Books; the newest run is one day
     daily = lake.read_pandas("daily_revenue")
     assert len(daily) == 6
+
+
+def test_rule_catalogue_drives_policies_checks_and_readme() -> None:
+    """Each rule is defined once: policies, validator checks and the README table derive from it."""
+    from pathlib import Path
+
+    from ecom_stream.config import default_policies
+    from ecom_stream.contract.rules import RULES, readme_table
+    from ecom_stream.quality import validate
+
+    names = [r.name for r in RULES]
+    assert len(names) == len(set(names))
+    assert default_policies() == {r.name: r.policy for r in RULES}
+    assert [c.name for e in ("products", "orders") for c in validate._CHECKS[e]] == names
+    assert all(r.name.startswith(f"{r.entity}_") and r.description for r in RULES)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- rules-table:start -->\n", "\n<!-- rules-table:end -->"
+    assert readme.split(start, 1)[1].split(end, 1)[0] == readme_table()

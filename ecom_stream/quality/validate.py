@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from fractions import Fraction
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ecom_stream.config import Settings, default_policies
+from ecom_stream.contract.rules import FILE_LEVEL, Rule, rules_of
 from ecom_stream.contract.schema import (
     CATEGORIES,
     ENTITIES,
@@ -51,7 +52,7 @@ _RESULT_FORMAT: dict[str, Any] = {
 }
 _SAMPLE_ROWS = 5
 _PARTIAL_ROWS = 20
-_FILE_LEVEL = ("required_columns", "missing_share")
+_FILE_LEVEL = FILE_LEVEL
 _EMPTY = np.empty(0, dtype=np.int64)
 
 
@@ -134,75 +135,9 @@ class FileValidation:
         return out
 
 
-# -- check catalogue --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Check:
-    """One policy key: which GX expectations (by tag) decide it and how to describe failures."""
-
-    name: str
-    column: str | None
-    parts: tuple[str, ...]
-    what: str
-    sample_columns: tuple[str, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        """``required_columns``, ``missing_share`` (file-level) or ``row``."""
-        return next((k for k in _FILE_LEVEL if self.name.endswith(k)), "row")
-
-
-def _known(values: Iterable[str]) -> str:
-    return ", ".join(values)
-
-
-_CHECKS: dict[str, tuple[_Check, ...]] = {
-    "products": (
-        _Check("products_required_columns", None, (), "missing required column(s)"),
-        _Check("products_price_missing_share", "price", ("price_not_null",),
-               "price missing or unparseable", ("price", "price_raw_missing")),
-        _Check("products_product_id_valid_key", "product_id", ("product_id_not_null",),
-               "product_id missing or not a JSON integer", ("product_id",)),
-        _Check("products_price_positive", "price", ("price_not_null", "price_positive"),
-               "price missing, unparseable or not > 0", ("price",)),
-        _Check("products_price_below_max", "price", ("price_in_bounds",),
-               "price not below {settings.max_price:g} (ECOM_MAX_PRICE)", ("price",)),
-        _Check("products_stock_non_negative_integer", "stock", ("stock_valid",),
-               "stock not a non-negative integer below {settings.max_stock:,} "
-               "(ECOM_MAX_STOCK)", ("stock",)),
-        _Check("products_rating_between_1_and_5", "rating", ("rating_1_to_5",),
-               "rating outside 1..5", ("rating",)),
-        _Check("products_category_known", "category", ("category_not_null", "category_known"),
-               f"category missing or not one of {_known(CATEGORIES)}", ("category",)),
-    ),
-    "orders": (
-        _Check("orders_required_columns", None, (), "missing required column(s)"),
-        _Check("orders_total_missing_share", "total", ("total_not_null",),
-               "total missing or unparseable", ("total", "total_raw_missing")),
-        _Check("orders_order_id_valid_key", "order_id", ("order_id_not_null",),
-               "order_id missing or not a JSON integer", ("order_id",)),
-        _Check("orders_customer_id_present", "customer_id", ("customer_id_not_null",),
-               "customer_id missing or not a JSON integer", ("customer_id",)),
-        _Check("orders_total_non_negative", "total", ("total_not_null", "total_non_negative"),
-               "total missing, unparseable or negative", ("total",)),
-        _Check("orders_total_below_max", "total", ("total_in_bounds",),
-               "total not below {settings.max_total:g} (ECOM_MAX_TOTAL)", ("total",)),
-        _Check("orders_lines_well_formed", "product_ids", ("lines_valid",),
-               "product_ids/quantities not equal-length non-empty integer lists (quantities >= 1)"),
-        _Check("orders_quantities_below_max", "quantities", ("quantities_in_bounds",),
-               "a quantity not below {settings.max_quantity:,} (ECOM_MAX_QUANTITY)",
-               ("quantities",)),
-        _Check("orders_created_at_parseable", "created_at", ("created_at_not_null",),
-               "created_at missing or not an ISO-8601 timestamp", ("created_at",)),
-        _Check("orders_created_at_in_window", "created_at", ("created_at_in_window",),
-               "created_at before {settings.earliest_order_date} (ECOM_EARLIEST_ORDER_DATE) or "
-               "more than {settings.max_days_ahead:g} day(s) after the file was received "
-               "(ECOM_MAX_DAYS_AHEAD)", ("created_at",)),
-        _Check("orders_status_known", "status", ("status_not_null", "status_known"),
-               f"status missing or not one of {_known(ORDER_STATUSES)}", ("status",)),
-        _Check("orders_updated_after_created", "updated_at", ("updated_after_created",),
-               "updated_at before created_at", ("created_at", "updated_at")),
-    ),
-}
+# -- check catalogue (defined once in contract/rules.py) ----------------------------------------
+_Check = Rule
+_CHECKS: dict[str, tuple[Rule, ...]] = {e: rules_of(e) for e in ("products", "orders")}
 
 
 def _gx_expectations(gx: Any, entity: str) -> list[tuple[str, Any]]:
