@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -16,8 +17,8 @@ from ecom_stream.errors import LakeDamagedError, LakeError
 class FlakyPipeline:
     """Merges one file, then raises ``errors`` one per call (each call a new pipeline)."""
 
-    errors: list[BaseException] = []
-    calls: list[list[str]] = []
+    errors: ClassVar[list[BaseException]] = []
+    calls: ClassVar[list[list[str]]] = []
 
     def __init__(self, settings: Settings, keep_source: bool = False) -> None:
         pass
