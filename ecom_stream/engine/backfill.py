@@ -119,8 +119,8 @@ def _process_with_retries(
             Pipeline(settings, keep_source=keep).process(todo, on_outcome=record)
             return
         except Exception as exc:
-            if not is_transient(exc):
-                raise
+            if not is_transient(exc) or settings.backfill_retries == 0:
+                raise  # nothing was retried: the error as it came
             if attempt == settings.backfill_retries:
                 raise LakeError(
                     f"backfill gave up after {attempt + 1} attempts "
