@@ -52,7 +52,7 @@ def test_a_transient_error_is_retried_and_the_run_completes(
     settings: Settings, flaky: type[FlakyPipeline]
 ) -> None:
     flaky.errors = [OSError(28, "No space left on device"), LakeError("commit conflict")]
-    fast = settings.replace(retry_backoff_seconds=0.0)
+    fast = settings.replace(retry_backoff_seconds=0.0, backfill_retries=3)
     summary = backfill.run_backfill(fast, progress=False)
     assert summary.files == 4 and summary.outcomes == {"merged": 4}
     # Each retry goes on with the files not yet done, never repeating one.
