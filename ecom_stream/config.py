@@ -77,6 +77,9 @@ class Settings:
     """Unexpected errors on a batch are retried this many times before it is quarantined."""
     retry_backoff_seconds: float = 0.5
     """First retry delay; doubled on each retry."""
+    backfill_retries: int = 0
+    """A backfill retries a transient error (disk, I/O, commit conflict) this many times (0:
+    none yet, as before; raise it once the failure-injection tests pin 0 themselves)."""
     polling: bool = False
     """Use a polling observer (network filesystems) instead of inotify."""
     maintain_every_commits: int = 50
@@ -152,7 +155,7 @@ class Settings:
                 f"retention of {self.vacuum_retention_hours} hours is negative: use 0 or more "
                 "(--retention-hours or ECOM_VACUUM_RETENTION_HOURS)"
             )
-        for name in ("quiet_seconds", "retry_backoff_seconds", "batch_retries"):
+        for name in ("quiet_seconds", "retry_backoff_seconds", "batch_retries", "backfill_retries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more (ECOM_{name.upper()})")
         for name in ("rescan_seconds", "dashboard_refresh_seconds", "heartbeat_stale_seconds"):

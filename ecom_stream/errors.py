@@ -5,23 +5,29 @@
     │   └── UsageError              a bad command line (exit 2, like argparse's own errors)
     ├── BatchError                  terminal for one batch file: it is quarantined
     │   ├── BatchReadError          unreadable: not UTF-8, invalid JSON, bad shape, too big, ...
-    │   └── BatchValidationError    readable, but failed a quarantine-batch expectation
-    ├── LakeError                   the lake could not be read or written (transient: retried)
+    ├── LakeError                   the lake could not be read or written (transient)
     │   └── LakeCommitError         a Delta commit conflicted or failed
     ├── LakeDamagedError            a table's log or data files are damaged, or a rebuild
     │                               did not finish (never retried: rebuild into a new lake)
     ├── LockError                   another daemon already owns this lake
     └── ValidationSetupError        Great Expectations itself failed (a bug, never bad data)
 
+Every class says whether it is ``transient`` (the same work may succeed if retried: the
+daemon and backfill retry it with backoff) or terminal (retrying cannot help: a batch is
+quarantined, a damaged lake or a bad setting stops the run). :func:`is_transient` also
+classifies errors we did not raise: ``OSError`` (disk full, I/O error, a file busy) and a
+Delta commit conflict are transient; anything else is terminal.
+
 The CLI maps any ``EcomStreamError`` to a one-line message and exit code 1.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "BatchError",
     "BatchReadError",
-    "BatchValidationError",
     "ConfigError",
     "EcomStreamError",
     "LakeCommitError",
@@ -30,11 +36,15 @@ __all__ = [
     "LockError",
     "UsageError",
     "ValidationSetupError",
+    "is_transient",
 ]
 
 
 class EcomStreamError(Exception):
     """Root of every error ecom-stream raises on purpose."""
+
+    transient: ClassVar[bool] = False
+    """Whether retrying the same work may succeed (see :func:`is_transient`)."""
 
 
 class ConfigError(EcomStreamError):
@@ -58,12 +68,10 @@ class BatchReadError(BatchError):
     """The file is not a readable batch (encoding, JSON syntax, shape, size, name)."""
 
 
-class BatchValidationError(BatchError):
-    """The batch failed an expectation whose policy is quarantine-batch."""
-
-
 class LakeError(EcomStreamError):
     """Reading or writing a Delta table failed; callers may retry."""
+
+    transient = True
 
 
 class LakeCommitError(LakeError):
@@ -82,3 +90,23 @@ class LockError(EcomStreamError):
 
 class ValidationSetupError(EcomStreamError):
     """Great Expectations raised inside an expectation: a bug to surface, not bad data."""
+
+
+# Delta's own commit conflict, matched by name: nothing outside storage/ imports deltalake
+# (its Rust core names the module ``_internal``).
+_TRANSIENT_FOREIGN = frozenset({
+    ("deltalake.exceptions", "CommitFailedError"), ("_internal", "CommitFailedError"),
+})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the work that raised ``exc`` may succeed.
+
+    Our errors say so themselves (``transient``); an ``OSError`` or a Delta commit conflict
+    is transient; everything else (a bug, a bad batch, damage, a bad setting) is terminal.
+    """
+    if isinstance(exc, EcomStreamError):
+        return exc.transient
+    if isinstance(exc, OSError):
+        return True
+    return any((c.__module__, c.__name__) in _TRANSIENT_FOREIGN for c in type(exc).__mro__)

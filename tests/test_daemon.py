@@ -121,8 +121,11 @@ class FakePipeline:
 
     lake = None
 
-    def __init__(self, poison: Iterable[str] = (), fail_batches: int = 0) -> None:
+    def __init__(
+        self, poison: Iterable[str] = (), fail_batches: int = 0, poison_error: type = RuntimeError
+    ) -> None:
         self.poison = set(poison)
+        self.poison_error = poison_error
         self.fail_batches = fail_batches
         self.calls: list[list[str]] = []
         self.quarantined: dict[str, str] = {}
@@ -141,7 +144,7 @@ class FakePipeline:
             self.fail_batches -= 1
             raise RuntimeError("transient failure")
         if self.poison & {p.name for p in paths}:
-            raise RuntimeError("bug triggered by this file")
+            raise self.poison_error("bug triggered by this file")
         outcomes = []
         for p in paths:
             p.unlink()
@@ -187,6 +190,22 @@ def run_in_process(tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, FakeP
         daemon.stop()
         thread.join(30)
         assert codes == [0]
+
+
+def test_a_transient_error_is_retried_but_never_quarantines(
+    tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]]
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "orders_001.json").write_text("[]")
+    fake = FakePipeline(poison={"orders_001.json"}, poison_error=OSError)
+    daemon, _ = run_in_process(fake, batch_retries=1, rescan_seconds=0.2)
+    # Retried after its retries ran out too (by the rescans), never quarantined, never halted.
+    wait_until(lambda: fake.calls.count(["orders_001.json"]) >= 4, 30, "repeated retries")
+    assert fake.quarantined == {} and (landing / "orders_001.json").exists()
+    assert not daemon.stop_event.is_set()
+    fake.poison.clear()  # the disk has room again: the file goes through
+    wait_until(lambda: not (landing / "orders_001.json").exists(), 30, "the file's merge")
 
 
 def test_a_failing_batch_is_retried_one_by_one_and_the_culprit_quarantined(

@@ -79,7 +79,7 @@ def test_a_failed_merge_is_healed_at_the_next_start(
     """One merge of a micro-batch fails once while the other commits; the next starts (a
     backfill with a newer file first, then rebuild-gold) succeed and give a clean run's tables."""
     expected = snapshot(_clean_run(tmp_path, write_batch))
-    one_at_a_time = settings.replace(microbatch_max_files=1)
+    one_at_a_time = settings.replace(microbatch_max_files=1, backfill_retries=0)
     _first_files(write_batch, settings.landing_dir)
     original = getattr(Lake, method)
     calls = {"n": 0}
@@ -147,7 +147,9 @@ def test_a_full_disk_is_healed_once_space_is_freed(
     try:
         for size_kb in range(168, 1024, 24):
             _remount(mount, size_kb)
-            s = settings.replace(lake_dir=mount / "lake", microbatch_max_files=1)
+            s = settings.replace(
+                lake_dir=mount / "lake", microbatch_max_files=1, backfill_retries=0
+            )
             _first_files(write_batch, s.landing_dir)
             try:
                 run_backfill(s, progress=False)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from ecom_stream.config import Settings
 from ecom_stream.engine.pipeline import FileOutcome, Pipeline
-from ecom_stream.errors import ConfigError
+from ecom_stream.errors import ConfigError, LakeError, is_transient
 from ecom_stream.service.status import backlog
 from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["BackfillSummary", "Progress", "run_backfill"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,15 +90,51 @@ def run_backfill(
     started = time.monotonic()
     summary = BackfillSummary()
     with LakeLock(_lock_path(settings), "backfill"):
-        pipeline = Pipeline(settings, keep_source=keep)
         files = backlog(folder)
         bar = Progress(len(files), enabled=None if progress else False)
         try:
-            pipeline.process(files, on_outcome=lambda o: (summary.add(o), bar.step(o)))
+            _process_with_retries(settings, files, keep, lambda o: (summary.add(o), bar.step(o)))
         finally:
             bar.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _process_with_retries(
+    settings: Settings, files: list[Path], keep: bool, on_outcome: Callable[[FileOutcome], None]
+) -> None:
+    """Process ``files``; on a transient error rebuild the pipeline and go on with the files
+    not yet reported, at most ``backfill_retries`` times. Terminal errors are raised at once."""
+    done: set[str] = set()
+
+    def record(outcome: FileOutcome) -> None:
+        done.add(outcome.name)
+        on_outcome(outcome)
+
+    for attempt in range(settings.backfill_retries + 1):
+        todo = [f for f in files if f.name not in done]
+        try:
+            # A new pipeline each time: it re-reads the ledger and its in-flight marker, as
+            # a restart after a crash does.
+            Pipeline(settings, keep_source=keep).process(todo, on_outcome=record)
+            return
+        except Exception as exc:
+            if not is_transient(exc) or settings.backfill_retries == 0:
+                raise  # nothing was retried: the error as it came
+            if attempt == settings.backfill_retries:
+                raise LakeError(
+                    f"backfill gave up after {attempt + 1} attempts "
+                    f"({len(files) - len(done)} file(s) left): {_one_line(exc)}"
+                ) from exc
+            delay = settings.retry_backoff_seconds * 2**attempt * random.uniform(0.5, 1.5)
+            logger.warning("transient error (%s); retry %d/%d in %.1f s", _one_line(exc),
+                           attempt + 1, settings.backfill_retries, delay)
+            time.sleep(delay)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _lock_path(settings: Settings) -> Path:

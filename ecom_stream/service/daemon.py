@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import stat
 import sys
@@ -49,7 +50,13 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from ecom_stream.config import Settings
-from ecom_stream.errors import ConfigError, EcomStreamError, LakeDamagedError, LakeError
+from ecom_stream.errors import (
+    ConfigError,
+    EcomStreamError,
+    LakeDamagedError,
+    LakeError,
+    is_transient,
+)
 from ecom_stream.service.status import backlog
 from ecom_stream.storage.lake import Lake, atomic_write
 from ecom_stream.storage.lock import LakeLock
@@ -582,12 +589,17 @@ class Daemon:
         return None
 
     def _retry(self, path: Path, error: Exception) -> None:
-        """Retry one file with exponential backoff; quarantine it if it keeps failing."""
+        """Retry one file with jittered exponential backoff; quarantine it if it keeps failing
+        with a terminal error. A transient one (disk, I/O, commit conflict) is not the file's
+        fault: it stays in landing and the next rescan tries again, so the daemon never stops
+        or quarantines on one."""
         failures = 1
         for attempt in range(self.settings.batch_retries):
             if not os.path.lexists(path):
                 return  # done by the failed call before it failed, or moved away
-            if self.stop_event.wait(self.settings.retry_backoff_seconds * 2**attempt):
+            # Jitter: a shared cause (a full disk, a busy store) is not hit again in lockstep.
+            delay = self.settings.retry_backoff_seconds * 2**attempt * random.uniform(0.5, 1.5)
+            if self.stop_event.wait(delay):
                 return
             retry_error = self._attempt([path])
             if retry_error is None:
@@ -599,6 +611,10 @@ class Daemon:
             logger.warning("retry %d/%d of %s failed: %s", attempt + 1, self.settings.batch_retries,
                            path.name, error, exc_info=logger.isEnabledFor(logging.DEBUG))
         if not os.path.lexists(path):
+            return
+        if is_transient(error):
+            logger.warning("%s still fails (%s); left in landing for the next rescan",
+                           path.name, error)
             return
         try:
             reason = f"processing failed {failures} times: {error}"
