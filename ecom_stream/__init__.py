@@ -17,7 +17,6 @@ from ecom_stream.config import Settings
 from ecom_stream.errors import (
     BatchError,
     BatchReadError,
-    BatchValidationError,
     ConfigError,
     EcomStreamError,
     LakeCommitError,
@@ -33,7 +32,6 @@ __all__ = [
     "PUBLIC_TABLES",
     "BatchError",
     "BatchReadError",
-    "BatchValidationError",
     "ConfigError",
     "EcomStreamError",
     "LakeCommitError",

@@ -77,9 +77,9 @@ class Settings:
     """Unexpected errors on a batch are retried this many times before it is quarantined."""
     retry_backoff_seconds: float = 0.5
     """First retry delay; doubled on each retry."""
-    backfill_retries: int = 0
-    """A backfill retries a transient error (disk, I/O, commit conflict) this many times (0:
-    none yet, as before; raise it once the failure-injection tests pin 0 themselves)."""
+    backfill_retries: int = 3
+    """A backfill retries a transient error (disk, I/O, commit conflict) this many times, with
+    the same jittered backoff as the daemon; 0 raises the first one."""
     polling: bool = False
     """Use a polling observer (network filesystems) instead of inotify."""
     maintain_every_commits: int = 50

@@ -322,8 +322,8 @@ def test_a_crash_between_bookkeeping_appends_doubles_no_row(
         return original(self, name, *args, **kwargs)
 
     monkeypatch.setattr(Lake, method, crash)
-    with pytest.raises(OSError, match="simulated crash"):
-        run_backfill(settings, progress=False)
+    with pytest.raises(OSError, match="simulated crash"):  # a crash: no retry in-process
+        run_backfill(settings.replace(backfill_retries=0), progress=False)
     assert Lake(settings.lake_dir).inflight_path.exists()  # the crashed micro-batch is known
     monkeypatch.setattr(Lake, method, original)
     run_backfill(settings, progress=False)
@@ -434,7 +434,7 @@ def test_partial_raw_copies_never_stay_in_raw(
     write_batch("orders-1.json", [order(1)])
     monkeypatch.setattr(lake_module, "open", FullDisk, raising=False)
     with pytest.raises(LakeError, match="No space left on device"):
-        run_backfill(settings, progress=False)
+        run_backfill(settings.replace(backfill_retries=0), progress=False)
     monkeypatch.undo()
     raw = settings.lake_dir / "raw"
     assert [p for p in raw.rglob("*") if p.is_file()] == []  # no partial copy left
