@@ -9,7 +9,6 @@ micro-batch in flight, so after a crash only those are looked up in the tables.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import gc
 import hashlib
@@ -421,7 +420,7 @@ class Pipeline:
         self._append_ledger(outcomes, versions, len(group) + len(finals))
         # Raw copies were written without fsync; one filesystem sync makes them durable before
         # any source file leaves landing (one call instead of one fsync per file).
-        _sync_filesystem(self.lake.root)
+        self.lake.sync()
         self.lake.note_versions()  # after the sync: never ahead of a durable commit
         for o in outcomes:
             self.state.note(o)
@@ -889,19 +888,3 @@ def _build_validator(settings: Settings) -> Any:
     validator = Validator(settings)
     validator.prepare()
     return validator
-
-
-def _sync_filesystem(path: Path) -> None:
-    """``syncfs`` on the lake's filesystem (Linux), else ``sync``."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        if libc.syncfs(fd) != 0:
-            os.sync()
-    except (OSError, AttributeError):
-        os.sync()
-    finally:
-        os.close(fd)

@@ -5,6 +5,7 @@ The only place that writes files outside Delta (atomic write, fsync, os.replace)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
@@ -251,3 +252,20 @@ def _keep_unread(source: Path, target: Path) -> bool:
         logger.warning("cannot move %r into quarantine (%s): it stays in landing", str(source), exc)
         return False
     return True
+
+
+def sync_filesystem(path: Path) -> None:
+    """``syncfs`` on the lake's filesystem (Linux), else ``sync``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+

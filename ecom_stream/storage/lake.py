@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ecom_stream.storage.blobs import Blobs, atomic_write, stored_name
+from ecom_stream.storage.blobs import Blobs, atomic_write, stored_name, sync_filesystem
 from ecom_stream.storage.integrity import Integrity
 from ecom_stream.storage.layout import (
     ARRIVAL_TXN_RETENTION,
@@ -81,6 +81,10 @@ class Lake:
         self.blobs = Blobs(self.layout)
         self.queries = Queries(self.tables)
         self.integrity = Integrity(self.layout, self.tables)
+
+    def sync(self) -> None:
+        """Make every file written under the lake durable with one filesystem sync."""
+        sync_filesystem(self.root)
 
     def ensure_tables(self) -> None:
         """Open every table, refusing a damaged lake before anything is written, and create
