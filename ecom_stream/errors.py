@@ -23,6 +23,7 @@ The CLI maps any ``EcomStreamError`` to a one-line message and exit code 1.
 
 from __future__ import annotations
 
+import random
 from typing import ClassVar
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "UsageError",
     "ValidationSetupError",
     "is_transient",
+    "retry_delay",
 ]
 
 
@@ -110,3 +112,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
     return any((c.__module__, c.__name__) in _TRANSIENT_FOREIGN for c in type(exc).__mro__)
+
+
+def retry_delay(base_seconds: float, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): doubling, times 0.5-1.5 so that
+    writers failing for one shared cause (a full disk, a busy store) do not retry in lockstep."""
+    return base_seconds * 2**attempt * random.uniform(0.5, 1.5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import sys
 import time
 from collections import Counter
@@ -14,7 +13,7 @@ from typing import TextIO
 
 from ecom_stream.config import Settings
 from ecom_stream.engine.pipeline import FileOutcome, Pipeline
-from ecom_stream.errors import ConfigError, LakeError, is_transient
+from ecom_stream.errors import ConfigError, LakeError, is_transient, retry_delay
 from ecom_stream.service.status import backlog
 from ecom_stream.storage.lock import LakeLock
 
@@ -126,7 +125,7 @@ def _process_with_retries(
                     f"backfill gave up after {attempt + 1} attempts "
                     f"({len(files) - len(done)} file(s) left): {_one_line(exc)}"
                 ) from exc
-            delay = settings.retry_backoff_seconds * 2**attempt * random.uniform(0.5, 1.5)
+            delay = retry_delay(settings.retry_backoff_seconds, attempt)
             logger.warning("transient error (%s); retry %d/%d in %.1f s", _one_line(exc),
                            attempt + 1, settings.backfill_retries, delay)
             time.sleep(delay)

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import random
 import signal
 import stat
 import sys
@@ -56,6 +55,7 @@ from ecom_stream.errors import (
     LakeDamagedError,
     LakeError,
     is_transient,
+    retry_delay,
 )
 from ecom_stream.service.status import backlog
 from ecom_stream.storage.lake import Lake, atomic_write
@@ -597,8 +597,7 @@ class Daemon:
         for attempt in range(self.settings.batch_retries):
             if not os.path.lexists(path):
                 return  # done by the failed call before it failed, or moved away
-            # Jitter: a shared cause (a full disk, a busy store) is not hit again in lockstep.
-            delay = self.settings.retry_backoff_seconds * 2**attempt * random.uniform(0.5, 1.5)
+            delay = retry_delay(self.settings.retry_backoff_seconds, attempt)
             if self.stop_event.wait(delay):
                 return
             retry_error = self._attempt([path])
