@@ -22,7 +22,7 @@ import pyarrow.dataset as pads
 
 from ecom_stream.config import Settings
 from ecom_stream.contract import schema as S
-from ecom_stream.storage.lake import TABLES, Lake, atomic_write, key_ranges, ranges_predicate
+from ecom_stream.storage.lake import TABLES, Lake, key_ranges, ranges_predicate
 from ecom_stream.transform import clean, gold
 
 __all__ = [
@@ -53,14 +53,12 @@ def lines_merge_starting(lake: Lake, order_ids: Iterable[int]) -> None:
     ranges = key_ranges(order_ids, MARKER_RANGES)
     # Not fsync'd (5 ms a micro-batch): a killed process leaves it in the page cache, and the
     # merge commits it guards are made durable by the micro-batch's filesystem sync too.
-    atomic_write(
-        lake.lines_inflight_path, json.dumps({"order_ranges": ranges}).encode(), durable=False
-    )
+    lake.markers.write("lines_inflight", {"order_ranges": ranges}, durable=False)
 
 
 def lines_merge_done(lake: Lake) -> None:
     """Both merges committed: silver orders and their lines agree again."""
-    lake.lines_inflight_path.unlink(missing_ok=True)
+    lake.markers.remove("lines_inflight")
 
 
 def heal_order_lines(lake: Lake) -> int:
@@ -74,11 +72,10 @@ def heal_order_lines(lake: Lake) -> int:
     before or after that micro-batch, whichever merge committed); the retry then merges as
     usual. Returns the number of lines written or deleted (0 when there was no marker).
     """
-    path = lake.lines_inflight_path
-    try:
-        ranges = [tuple(r) for r in json.loads(path.read_text())["order_ranges"]]
-    except FileNotFoundError:
+    marker = lake.markers.read("lines_inflight")
+    if marker is None:
         return 0
+    ranges = [tuple(r) for r in marker["order_ranges"]]
     files = ranges_predicate("order_id", ranges)
     oid = pads.field("order_id")
     rows = functools.reduce(

@@ -3,12 +3,10 @@ and which arrivals were in flight (the marker file read after a crash)."""
 
 from __future__ import annotations
 
-import json
-
 import pyarrow.dataset as pads
 
 from ecom_stream.engine.digests import DigestSet
-from ecom_stream.storage.lake import Lake, atomic_write
+from ecom_stream.storage.lake import Lake
 from ecom_stream.transform.bookkeeping import FileOutcome
 
 DONE_OUTCOMES = ("merged", "quarantined", "empty")
@@ -35,10 +33,8 @@ class BatchState:
         self.suspects = self._load_inflight()
 
     def _load_inflight(self) -> set[str]:
-        try:
-            return set(json.loads(self.lake.inflight_path.read_text())["arrivals"])
-        except (OSError, ValueError, KeyError):
-            return set()
+        marker = self.lake.markers.read("inflight") or {}
+        return set(marker.get("arrivals") or ())
 
     def recorded(self, arrival: str) -> bool:
         """Whether the ledger holds ``arrival`` (the compact set first, then the ledger)."""
@@ -75,7 +71,7 @@ class BatchState:
         failed micro-batch stay suspects (some of their rows may be committed) until they are
         recorded, so the marker lists them too."""
         marker = sorted(self.suspects | set(arrivals))
-        atomic_write(self.lake.inflight_path, json.dumps({"arrivals": marker}).encode())
+        self.lake.markers.write("inflight", {"arrivals": marker})
 
     def failed(self, arrivals: list[str]) -> None:
         """A micro-batch failed part-way: its arrivals stay suspects."""
@@ -91,8 +87,6 @@ class BatchState:
         """The micro-batch's ledger rows are durable: its arrivals leave the marker."""
         self.suspects -= set(arrivals)
         if self.suspects:
-            atomic_write(
-                self.lake.inflight_path, json.dumps({"arrivals": sorted(self.suspects)}).encode()
-            )
+            self.lake.markers.write("inflight", {"arrivals": sorted(self.suspects)})
         else:
-            self.lake.inflight_path.unlink(missing_ok=True)
+            self.lake.markers.remove("inflight")

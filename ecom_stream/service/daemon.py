@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import math
 import os
@@ -58,7 +57,7 @@ from ecom_stream.errors import (
     retry_delay,
 )
 from ecom_stream.service.status import backlog
-from ecom_stream.storage.lake import Lake, atomic_write
+from ecom_stream.storage.lake import Lake
 from ecom_stream.storage.lock import LakeLock
 from ecom_stream.transform.parse import classify
 
@@ -703,9 +702,10 @@ class Daemon:
             }
         try:
             with self._beat_lock:  # two threads write it: one temporary file at a time
-                atomic_write(self.lake.heartbeat_path, json.dumps(beat).encode())
+                self.lake.markers.write("heartbeat", beat)
         except OSError as exc:
-            logger.warning("cannot write the heartbeat %s: %s", self.lake.heartbeat_path, exc)
+            path = self.lake.markers.path("heartbeat")
+            logger.warning("cannot write the heartbeat %s: %s", path, exc)
 
 
 @contextmanager

@@ -34,9 +34,8 @@ def backlog(landing: Path) -> list[Path]:
 
 def heartbeat(lake: Lake, stale_after: float) -> dict[str, Any] | None:
     """The daemon's last heartbeat, with ``alive`` computed from its age."""
-    try:
-        beat = json.loads(lake.heartbeat_path.read_text())
-    except (OSError, ValueError):
+    beat = lake.markers.read("heartbeat")
+    if beat is None:
         return None
     age = time.time() - float(beat.get("time", 0))
     beat["age_seconds"] = round(age, 1)

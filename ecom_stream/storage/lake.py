@@ -35,6 +35,7 @@ from ecom_stream.storage.layout import (
     incomplete_rebuild_fix,
     incomplete_rebuild_message,
 )
+from ecom_stream.storage.markers import Markers
 from ecom_stream.storage.predicates import (
     MAX_KEY_RANGES,
     key_ranges,
@@ -79,6 +80,7 @@ class Lake:
         self.writer = writer
         self.tables = Tables(self.layout, writer=writer)
         self.blobs = Blobs(self.layout)
+        self.markers = Markers(self.layout)
         self.queries = Queries(self.tables)
         self.integrity = Integrity(self.layout, self.tables)
 
