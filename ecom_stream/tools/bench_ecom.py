@@ -166,17 +166,9 @@ def _drive_daemon(
     spawned: float,
 ) -> None:
     """Wait for the heartbeat, drop the files at ``--pace`` and collect their latencies.
-
-    Long on purpose: one polling loop whose state (drops, ledger reads, progress) is shared.
     """
-    heartbeat = lake / "_daemon" / "heartbeat.json"
-    while not heartbeat.exists():
-        if daemon.poll() is not None:
-            result.error = f"daemon exited with {daemon.returncode} before its first heartbeat"
-            return
-        if time.monotonic() - spawned > args.timeout:
-            return
-        time.sleep(POLL)
+    if not _await_heartbeat(args, daemon, lake, result, spawned):
+        return
     dropped: dict[str, float] = {}
     finished: dict[str, float] = {}  # gold committed (the dashboard can show the file)
     recorded: dict[str, float] = {}  # ledger row written (every bookkeeping step done)
@@ -207,6 +199,38 @@ def _drive_daemon(
             last_print = time.monotonic()
             print(f"watch: {len(finished)}/{len(steady)} files, {elapsed:.0f} s", flush=True)
         time.sleep(POLL / 2)
+    _record_latencies(result, steady, dropped, finished, recorded, rows, first_drop)
+
+
+def _await_heartbeat(
+    args: argparse.Namespace,
+    daemon: subprocess.Popen[bytes],
+    lake: Path,
+    result: RunResult,
+    spawned: float,
+) -> bool:
+    """Wait until the daemon writes its first heartbeat; False when it exits or times out."""
+    heartbeat = lake / "_daemon" / "heartbeat.json"
+    while not heartbeat.exists():
+        if daemon.poll() is not None:
+            result.error = f"daemon exited with {daemon.returncode} before its first heartbeat"
+            return False
+        if time.monotonic() - spawned > args.timeout:
+            return False
+        time.sleep(POLL)
+    return True
+
+
+def _record_latencies(
+    result: RunResult,
+    steady: list[Path],
+    dropped: dict[str, float],
+    finished: dict[str, float],
+    recorded: dict[str, float],
+    rows: dict[str, int],
+    first_drop: float,
+) -> None:
+    """Fill ``result`` from the drop, gold and ledger times of the files that finished."""
     names = [p.name for p in steady if p.name in finished]
     result.files_done = len(names)
     result.latencies_ms = [(finished[n] - dropped[n]) * 1000 for n in names]

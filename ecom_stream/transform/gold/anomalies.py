@@ -62,8 +62,6 @@ def anomalies(
     category's first date in the whole table) and ``newest`` (its newest date), which are
     otherwise taken from ``daily``. A day's values depend only on its own window, so they are
     bit-identical whichever valid slice they are computed from.
-
-    Long on purpose: the checks and the window set-up share the same day and category arrays.
     """
     if window < 1 or min_history < 1:
         raise ValueError("need window >= 1 and min_history >= 1")
@@ -76,6 +74,37 @@ def anomalies(
         cents = daily["revenue_cents"].to_numpy(dtype=np.int64)
     else:
         cents = np.rint(daily["revenue"].to_numpy(dtype=np.float64) * 100).astype(np.int64)
+    span = _score_span(days, cat_col, first_dates, newest, start, end)
+    if span is None:
+        return _empty_anomalies()
+    days, rows, cents = _window_rows(days, cat_col, cents, span, window)
+    scorer = _Scorer(days, rows, cents, span.first, window, min_history, threshold)
+    parts = [scorer.score(a, b) for a, b in _live_spans(days, window, span.lo, span.hi)]
+    return _anomaly_rows(parts, span.cats)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """The categories (sorted) with their first days, the newest day, and the days lo..hi
+    to score (day numbers)."""
+
+    cats: list[str]
+    first: np.ndarray
+    top: int
+    lo: int
+    hi: int
+
+
+def _score_span(
+    days: np.ndarray,
+    cat_col: np.ndarray,
+    first_dates: Mapping[str, date] | None,
+    newest: date | None,
+    start: date | None,
+    end: date | None,
+) -> _Span | None:
+    """What ``anomalies`` scores (None: nothing); first dates and the newest day are taken
+    from the rows when not given."""
     firsts = dict(first_dates) if first_dates is not None else _first_days(days, cat_col)
     firsts = {str(c): d if isinstance(d, int) else _day(d) for c, d in firsts.items()}
     if newest is not None:
@@ -83,23 +112,29 @@ def anomalies(
     elif len(days):
         top = int(days.max())
     else:
-        return _empty_anomalies()
+        return None
     unknown = set(np.unique(cat_col).tolist()) - set(firsts)
     if unknown:
         raise ValueError(f"first_dates lacks categories {sorted(unknown)}")
     if not firsts:
-        return _empty_anomalies()
+        return None
     cats = sorted(firsts)
     first = np.array([firsts[c] for c in cats], dtype=np.int64)
     lo = int(first.min()) if start is None else max(int(first.min()), _day(start))
     hi = top if end is None else min(top, _day(end))
-    if lo > hi:
-        return _empty_anomalies()
+    return _Span(cats, first, top, lo, hi) if lo <= hi else None
 
-    rows = pd.Categorical(cat_col, categories=cats).codes.astype(np.int64)
-    if len(days) and ((days < first[rows]) | (days > top)).any():
+
+def _window_rows(
+    days: np.ndarray, cat_col: np.ndarray, cents: np.ndarray, span: _Span, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Days, category codes and cents of the rows that can reach the scored days, sorted by
+    day (a slice's cost stays the slice's); raises on rows outside the series, duplicate
+    rows and windows whose sum could leave int64."""
+    lo, hi = span.lo, span.hi
+    rows = pd.Categorical(cat_col, categories=span.cats).codes.astype(np.int64)
+    if len(days) and ((days < span.first[rows]) | (days > span.top)).any():
         raise ValueError("daily has rows before their category's first date or after newest")
-    # Only the rows that can reach the output days (a slice's cost stays the slice's).
     near = (days >= lo - window) & (days <= hi)
     days, rows, cents = days[near], rows[near], cents[near]
     if len(np.unique(rows * (hi + 1 - (lo - window)) + (days - (lo - window)))) != len(days):
@@ -111,9 +146,13 @@ def anomalies(
             f"to sum over a {window}-day window in int64; gold refuses to wrap around"
         )
     order = np.argsort(days, kind="stable")
-    days, rows, cents = days[order], rows[order], cents[order]
-    scorer = _Scorer(days, rows, cents, first, window, min_history, threshold)
-    parts = [scorer.score(a, b) for a, b in _live_spans(days, window, lo, hi)]
+    return days[order], rows[order], cents[order]
+
+
+def _anomaly_rows(
+    parts: list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]], cats: list[str]
+) -> pd.DataFrame:
+    """The anomaly table of the scored runs (``_Scorer.score`` results), in run order."""
     if not parts:
         return _empty_anomalies()
     di = np.concatenate([p[0] for p in parts])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -44,14 +45,43 @@ def daily_revenue(
 
     Raises ``GoldConsistencyError`` on duplicate keys, lines without their order, orders
     without lines, or when the cents do not add up (per order and per day).
-
-    Long on purpose: one vectorised pass whose checks and steps share a dozen aligned arrays.
     """
     _require(orders, ORDER_COLUMNS, "orders")
     _require(lines, LINE_COLUMNS, "lines")
     _require(products, PRODUCT_COLUMNS, "products")
+    kept = _kept_orders(orders, lines, excluded_statuses)
+    # Sums never wrap: every later sum (per order, per day, per category) is bounded by
+    # these per-day sums of magnitudes.
+    _check_day_sums(kept.day, kept.tot, "revenue in cents")
+    _check_day_sums(kept.day[kept.seg], kept.qty, "units")
+    cat_names, line_cat, price_cents, priced = _line_products(products, kept.pid)
+    shares = _line_shares(kept, price_cents, priced)
+    return _daily_rows(kept, cat_names, line_cat, shares)
 
-    # Orders, in order_id order; keep the revenue-earning ones.
+
+@dataclass(frozen=True)
+class _Kept:
+    """The revenue-earning orders (in order_id order) and their lines, in (order, line_no)
+    order: per order its day and total in cents, per line its order's index ``seg``."""
+
+    day: np.ndarray
+    tot: np.ndarray
+    starts: np.ndarray  # position of each order's first line
+    seg: np.ndarray
+    line_no: np.ndarray
+    pid: np.ndarray
+    qty: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.day)
+
+
+def _sorted_orders(
+    orders: pd.DataFrame, excluded_statuses: Collection[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Orders in order_id order: ids, the sort order, which earn revenue, days and totals in
+    cents (0 when excluded). Raises on duplicate ids and totals missing or too large."""
     oid = orders["order_id"].to_numpy(dtype=np.int64)
     o_order = np.argsort(oid, kind="stable")
     oid = oid[o_order]
@@ -71,8 +101,15 @@ def daily_revenue(
             f"{total[first]:g}, too large for exact cents in int64"
         )
     cents = np.where(kept, np.rint(np.where(kept, total, 0.0) * 100), 0).astype(np.int64)
+    return oid, o_order, kept, o_day, cents
 
-    # Lines: attach each to its order (no join that could multiply rows).
+
+def _sorted_lines(
+    lines: pd.DataFrame, oid: np.ndarray, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Lines of kept orders in (order, line_no) order: their order's position in ``oid``,
+    line_no, product_id, quantity and order_date (None when lines have none). Each line is
+    attached to its order by position (no join that could multiply rows)."""
     lid = lines["order_id"].to_numpy(dtype=np.int64)
     pos = pd.Index(oid).get_indexer(lid) if len(oid) else np.full(len(lid), -1)
     found = pos >= 0
@@ -89,14 +126,21 @@ def daily_revenue(
         l_order = np.argsort(pos * top_line + line_no, kind="stable")
     else:
         l_order = np.lexsort((line_no, pos))
-    pos, line_no, pid, qty = pos[l_order], line_no[l_order], pid[l_order], qty[l_order]
+    l_day = l_day[l_order] if l_day is not None else None
+    return pos[l_order], line_no[l_order], pid[l_order], qty[l_order], l_day
 
-    # Compact index of kept orders; every kept order needs lines 1..n, each exactly once.
-    k_of = np.cumsum(kept) - 1
-    seg = k_of[pos]
+
+def _kept_orders(
+    orders: pd.DataFrame, lines: pd.DataFrame, excluded_statuses: Collection[str]
+) -> _Kept:
+    """The kept orders with their lines; every kept order needs lines 1..n, each exactly once
+    (and as many as its ``n_items``, on its ``order_date``, when those columns are given)."""
+    oid, o_order, kept, o_day, cents = _sorted_orders(orders, excluded_statuses)
+    pos, line_no, pid, qty, l_day = _sorted_lines(lines, oid, kept)
+    # Compact index of kept orders.
+    seg = (np.cumsum(kept) - 1)[pos]
     n_kept = int(kept.sum())
     day = o_day[kept]
-    tot = cents[kept]
     if len(seg) > 1 and ((seg[1:] == seg[:-1]) & (line_no[1:] == line_no[:-1])).any():
         raise GoldConsistencyError("duplicate (order_id, line_no) in order lines")
     counts = np.bincount(seg, minlength=n_kept)
@@ -109,31 +153,35 @@ def daily_revenue(
         n_items = orders["n_items"].to_numpy(dtype=np.int64)[o_order][kept]
         if (n_items != counts).any():
             raise GoldConsistencyError("order lines disagree with n_items")
-    if l_day is not None and (l_day[l_order] != day[seg]).any():
+    if l_day is not None and (l_day != day[seg]).any():
         raise GoldConsistencyError("order line order_date differs from its order's")
+    return _Kept(day, cents[kept], starts, seg, line_no, pid, qty)
 
-    # Sums never wrap: every later sum (per order, per day, per category) is bounded by
-    # these per-day sums of magnitudes.
-    _check_day_sums(day, tot, "revenue in cents")
-    _check_day_sums(day[seg], qty, "units")
 
-    # Products: price and category of each line.
-    cat_names, line_cat, price_cents, priced = _line_products(products, pid)
-
-    # Weights: price cents x quantity; orders without any priced weight split by quantity.
+def _line_shares(kept: _Kept, price_cents: np.ndarray, priced: np.ndarray) -> np.ndarray:
+    """Each line's cents of its order's total, weighted by price cents x quantity (orders
+    without any priced line by quantity); raises when they do not add up."""
+    qty, seg, starts = kept.qty, kept.seg, kept.starts
     weight = np.where(priced, price_cents.astype(np.float64) * qty, 0.0)
-    if n_kept and np.add.reduceat(weight, starts).max(initial=0.0) >= _SAFE:
+    if kept.n and np.add.reduceat(weight, starts).max(initial=0.0) >= _SAFE:
         w: np.ndarray = np.where(priced, price_cents.astype(object) * qty.astype(object), 0)
     else:
         w = np.where(priced, price_cents * qty, 0).astype(np.int64)
-    if n_kept:
+    if kept.n:
         by_qty = (np.add.reduceat(w, starts) == 0)[seg]
         w = np.where(by_qty, qty, w)
-    shares = _largest_remainder(tot, w, seg, starts, line_no)
-    if n_kept and not np.array_equal(np.add.reduceat(shares, starts), tot):
+    shares = _largest_remainder(kept.tot, w, seg, starts, kept.line_no)
+    if kept.n and not np.array_equal(np.add.reduceat(shares, starts), kept.tot):
         raise GoldConsistencyError("line shares do not add up to the order totals")
+    return shares
 
-    # Per (day, category): cents, units, and orders with a line in the category.
+
+def _daily_rows(
+    kept: _Kept, cat_names: list[str], line_cat: np.ndarray, shares: np.ndarray
+) -> pd.DataFrame:
+    """The daily revenue table: per (day, category) cents, units and orders with a line in
+    the category, plus the day's ``"All"`` row; raises when categories miss a cent."""
+    day, seg, qty = kept.day, kept.seg, kept.qty
     n_cat = len(cat_names)
     pair = seg * n_cat + line_cat
     u_pair, (_one,) = _group_sums(pair, np.ones(len(pair), np.int64))
@@ -143,9 +191,9 @@ def daily_revenue(
     _, (cat_orders,) = _group_sums(pair_key, np.ones(len(pair_key), np.int64))
 
     # "All" per day.
-    order_units = np.add.reduceat(qty, starts) if n_kept else np.empty(0, np.int64)
+    order_units = np.add.reduceat(qty, kept.starts) if kept.n else np.empty(0, np.int64)
     u_day, (all_cents, all_orders, all_units) = _group_sums(
-        day, tot, np.ones(n_kept, np.int64), order_units
+        day, kept.tot, np.ones(kept.n, np.int64), order_units
     )
     check_days, (check_cents,) = _group_sums(u_key // n_cat, cat_cents)
     if not (np.array_equal(check_days, u_day) and np.array_equal(check_cents, all_cents)):
