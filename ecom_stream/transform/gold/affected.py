@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ecom_stream.transform.gold.common import (
-    _date,
-    _days,
-    _require,
+    day_date,
+    day_numbers,
+    require_columns,
 )
 
 # -- incremental helpers ---------------------------------------------------------------------
@@ -40,13 +40,13 @@ def affected_dates_for_orders(
     tables then have to be rebuilt if that setting changes). Re-sent identical orders affect
     nothing.
     """
-    _require(incoming, _ORDER_FIELDS, "incoming")
+    require_columns(incoming, _ORDER_FIELDS, "incoming")
     if incoming.empty:
         return set()
     stored, old_pos = _stored_versions(incoming, stored)
     has_old = old_pos >= 0
     op = old_pos[has_old]
-    new_day = _days(incoming["order_date"])
+    new_day = day_numbers(incoming["order_date"])
     new_status = incoming["status"].astype(object).to_numpy()
     new_cents = np.rint(incoming["total"].to_numpy(dtype=np.float64) * 100)
     old_day, old_status, old_cents = _old_values(stored, old_pos)
@@ -62,7 +62,7 @@ def affected_dates_for_orders(
         & ~status_changed
     )
     days = np.r_[new_day[new_on & ~unchanged], old_day[old_on & ~unchanged]]
-    return {_date(d) for d in np.unique(days)}
+    return {day_date(d) for d in np.unique(days)}
 
 
 def _stored_versions(
@@ -74,7 +74,7 @@ def _stored_versions(
     if len(np.unique(new_id)) != len(new_id):
         raise ValueError("incoming has duplicate order_id")
     if not stored.empty:
-        _require(stored, _ORDER_FIELDS, "stored")
+        require_columns(stored, _ORDER_FIELDS, "stored")
         old_id_all = stored["order_id"].to_numpy(dtype=np.int64)
         if len(np.unique(old_id_all)) != len(old_id_all):
             raise ValueError("stored has duplicate order_id")
@@ -95,7 +95,7 @@ def _old_values(
     old_status = np.full(len(old_pos), None, dtype=object)
     old_cents = np.full(len(old_pos), np.nan)
     if m.any():
-        old_day[m] = _days(stored["order_date"])[op]
+        old_day[m] = day_numbers(stored["order_date"])[op]
         old_status[m] = stored["status"].astype(object).to_numpy()[op]
         old_cents[m] = np.rint(stored["total"].to_numpy(dtype=np.float64)[op] * 100)
     return old_day, old_status, old_cents

@@ -11,13 +11,13 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ecom_stream.transform.gold.common import (
-    _SAFE,
+    SAFE,
     GoldConsistencyError,
-    _date,
-    _dates,
-    _day,
-    _days,
-    _require,
+    day_date,
+    day_dates,
+    day_number,
+    day_numbers,
+    require_columns,
 )
 
 
@@ -26,15 +26,15 @@ def category_first_dates(daily: pd.DataFrame) -> dict[str, date]:
     """Each category's first ``order_date`` in a (whole) daily revenue table."""
     if daily.empty:
         return {}
-    days = _days(daily["order_date"])
+    days = day_numbers(daily["order_date"])
     cats = daily["category"].astype(str).to_numpy()
     firsts = pd.Series(days).groupby(cats).min()
-    return {str(c): _date(d) for c, d in firsts.items()}
+    return {str(c): day_date(d) for c, d in firsts.items()}
 
 
 def newest_date(daily: pd.DataFrame) -> date | None:
     """The newest ``order_date`` of a (whole) daily revenue table, None when empty."""
-    return None if daily.empty else _date(int(_days(daily["order_date"]).max()))
+    return None if daily.empty else day_date(int(day_numbers(daily["order_date"]).max()))
 
 
 def anomalies(
@@ -67,8 +67,8 @@ def anomalies(
         raise ValueError("need window >= 1 and min_history >= 1")
     if min_history > window:
         raise ValueError("min_history > window: no day could ever be scored")
-    _require(daily, ("order_date", "category"), "daily")
-    days = _days(daily["order_date"])
+    require_columns(daily, ("order_date", "category"), "daily")
+    days = day_numbers(daily["order_date"])
     cat_col = daily["category"].astype(str).to_numpy()
     if "revenue_cents" in daily.columns:
         cents = daily["revenue_cents"].to_numpy(dtype=np.int64)
@@ -106,9 +106,9 @@ def _score_span(
     """What ``anomalies`` scores (None: nothing); first dates and the newest day are taken
     from the rows when not given."""
     firsts = dict(first_dates) if first_dates is not None else _first_days(days, cat_col)
-    firsts = {str(c): d if isinstance(d, int) else _day(d) for c, d in firsts.items()}
+    firsts = {str(c): d if isinstance(d, int) else day_number(d) for c, d in firsts.items()}
     if newest is not None:
-        top = _day(newest)
+        top = day_number(newest)
     elif len(days):
         top = int(days.max())
     else:
@@ -120,8 +120,8 @@ def _score_span(
         return None
     cats = sorted(firsts)
     first = np.array([firsts[c] for c in cats], dtype=np.int64)
-    lo = int(first.min()) if start is None else max(int(first.min()), _day(start))
-    hi = top if end is None else min(top, _day(end))
+    lo = int(first.min()) if start is None else max(int(first.min()), day_number(start))
+    hi = top if end is None else min(top, day_number(end))
     return _Span(cats, first, top, lo, hi) if lo <= hi else None
 
 
@@ -139,10 +139,10 @@ def _window_rows(
     days, rows, cents = days[near], rows[near], cents[near]
     if len(np.unique(rows * (hi + 1 - (lo - window)) + (days - (lo - window)))) != len(days):
         raise ValueError("daily has duplicate (order_date, category) rows")
-    if len(cents) and float(np.abs(cents).max()) * window >= _SAFE:
+    if len(cents) and float(np.abs(cents).max()) * window >= SAFE:
         worst = int(np.argmax(np.abs(cents)))
         raise GoldConsistencyError(
-            f"daily revenue of {_date(days[worst])} ({int(cents[worst])} cents) is too large "
+            f"daily revenue of {day_date(days[worst])} ({int(cents[worst])} cents) is too large "
             f"to sum over a {window}-day window in int64; gold refuses to wrap around"
         )
     order = np.argsort(days, kind="stable")
@@ -160,7 +160,7 @@ def _anomaly_rows(
     stats = [np.concatenate([p[2][k] for p in parts]) for k in range(5)]
     return pd.DataFrame(
         {
-            "order_date": _dates(di),
+            "order_date": day_dates(di),
             "category": pd.Series(np.array(cats, dtype=object)[ci], dtype=str),
             "revenue": stats[0] / 100,
             "rolling_mean": stats[1] / 100,
@@ -318,19 +318,22 @@ def anomaly_recompute_range(
 
     Rows after the newer of the two newest dates never exist, so everything is clipped there.
     """
-    spans: list[tuple[int, int]] = [(_day(a), _day(a) + window) for a in affected]
+    spans: list[tuple[int, int]] = [(day_number(a), day_number(a) + window) for a in affected]
     for cat in set(old_first) | set(new_first):
         o, n = old_first.get(cat), new_first.get(cat)
         if o == n:
             continue
         if o is None and n is not None:
-            spans.append((_day(n), _day(new_newest) if new_newest is not None else _day(n)))
+            top = new_newest if new_newest is not None else n
+            spans.append((day_number(n), day_number(top)))
         elif n is None and o is not None:
-            spans.append((_day(o), _day(old_newest) if old_newest is not None else _day(o)))
+            top = old_newest if old_newest is not None else o
+            spans.append((day_number(o), day_number(top)))
         elif o is not None and n is not None:
-            spans.append((min(_day(o), _day(n)), max(_day(o), _day(n)) + window - 1))
-    old_top = _day(old_newest) if old_newest is not None else None
-    new_top = _day(new_newest) if new_newest is not None else None
+            a, b = sorted((day_number(o), day_number(n)))
+            spans.append((a, b + window - 1))
+    old_top = day_number(old_newest) if old_newest is not None else None
+    new_top = day_number(new_newest) if new_newest is not None else None
     if new_top is not None and (old_top is None or new_top > old_top):
         spans.append(((old_top + 1) if old_top is not None else new_top, new_top))
     if old_top is not None and (new_top is None or new_top < old_top):
@@ -343,4 +346,4 @@ def anomaly_recompute_range(
     if start > until:
         return None
     end = min(until, new_top) if new_top is not None else start - 1
-    return AnomalyRange(start=_date(start), end=_date(end), delete_until=_date(until))
+    return AnomalyRange(start=day_date(start), end=day_date(end), delete_until=day_date(until))

@@ -10,17 +10,17 @@ import pandas as pd
 
 from ecom_stream.contract.schema import ALL_CATEGORIES, UNKNOWN_CATEGORY
 from ecom_stream.transform.gold.common import (
-    _SAFE,
     DAILY_COLUMNS,
     LINE_COLUMNS,
     ORDER_COLUMNS,
     PRODUCT_COLUMNS,
+    SAFE,
     GoldConsistencyError,
-    _date,
-    _dates,
-    _days,
-    _group_sums,
-    _require,
+    day_date,
+    day_dates,
+    day_numbers,
+    group_sums,
+    require_columns,
 )
 
 
@@ -46,9 +46,9 @@ def daily_revenue(
     Raises ``GoldConsistencyError`` on duplicate keys, lines without their order, orders
     without lines, or when the cents do not add up (per order and per day).
     """
-    _require(orders, ORDER_COLUMNS, "orders")
-    _require(lines, LINE_COLUMNS, "lines")
-    _require(products, PRODUCT_COLUMNS, "products")
+    require_columns(orders, ORDER_COLUMNS, "orders")
+    require_columns(lines, LINE_COLUMNS, "lines")
+    require_columns(products, PRODUCT_COLUMNS, "products")
     kept = _kept_orders(orders, lines, excluded_statuses)
     # Sums never wrap: every later sum (per order, per day, per category) is bounded by
     # these per-day sums of magnitudes.
@@ -89,15 +89,15 @@ def _sorted_orders(
         raise GoldConsistencyError("duplicate order_id in orders")
     excluded = orders["status"].isin(list(excluded_statuses)).to_numpy(dtype=bool)[o_order]
     kept = ~excluded
-    o_day = _days(orders["order_date"])[o_order]
+    o_day = day_numbers(orders["order_date"])[o_order]
     total = orders["total"].to_numpy(dtype=np.float64)[o_order]
     if not np.isfinite(total[kept]).all():
         raise GoldConsistencyError("order without a total")
-    too_big = kept & ~(np.abs(total) * 100 < _SAFE)
+    too_big = kept & ~(np.abs(total) * 100 < SAFE)
     if too_big.any():
         first = int(np.flatnonzero(too_big)[0])
         raise GoldConsistencyError(
-            f"order {int(oid[first])} of {_date(o_day[first])} has a total of "
+            f"order {int(oid[first])} of {day_date(o_day[first])} has a total of "
             f"{total[first]:g}, too large for exact cents in int64"
         )
     cents = np.where(kept, np.rint(np.where(kept, total, 0.0) * 100), 0).astype(np.int64)
@@ -120,9 +120,9 @@ def _sorted_lines(
     line_no = lines["line_no"].to_numpy(dtype=np.int64)[keep_line]
     pid = lines["product_id"].to_numpy(dtype=np.int64)[keep_line]
     qty = lines["quantity"].to_numpy(dtype=np.int64)[keep_line]
-    l_day = _days(lines["order_date"])[keep_line] if "order_date" in lines.columns else None
+    l_day = day_numbers(lines["order_date"])[keep_line] if "order_date" in lines.columns else None
     top_line = int(line_no.max(initial=0)) + 1
-    if len(oid) * float(top_line) < _SAFE and line_no.min(initial=0) >= 0:
+    if len(oid) * float(top_line) < SAFE and line_no.min(initial=0) >= 0:
         l_order = np.argsort(pos * top_line + line_no, kind="stable")
     else:
         l_order = np.lexsort((line_no, pos))
@@ -163,7 +163,7 @@ def _line_shares(kept: _Kept, price_cents: np.ndarray, priced: np.ndarray) -> np
     without any priced line by quantity); raises when they do not add up."""
     qty, seg, starts = kept.qty, kept.seg, kept.starts
     weight = np.where(priced, price_cents.astype(np.float64) * qty, 0.0)
-    if kept.n and np.add.reduceat(weight, starts).max(initial=0.0) >= _SAFE:
+    if kept.n and np.add.reduceat(weight, starts).max(initial=0.0) >= SAFE:
         w: np.ndarray = np.where(priced, price_cents.astype(object) * qty.astype(object), 0)
     else:
         w = np.where(priced, price_cents * qty, 0).astype(np.int64)
@@ -184,18 +184,18 @@ def _daily_rows(
     day, seg, qty = kept.day, kept.seg, kept.qty
     n_cat = len(cat_names)
     pair = seg * n_cat + line_cat
-    u_pair, (_one,) = _group_sums(pair, np.ones(len(pair), np.int64))
+    u_pair, (_one,) = group_sums(pair, np.ones(len(pair), np.int64))
     key = day[seg] * n_cat + line_cat
-    u_key, (cat_cents, cat_units) = _group_sums(key, shares, qty)
+    u_key, (cat_cents, cat_units) = group_sums(key, shares, qty)
     pair_key = day[u_pair // n_cat] * n_cat + u_pair % n_cat
-    _, (cat_orders,) = _group_sums(pair_key, np.ones(len(pair_key), np.int64))
+    _, (cat_orders,) = group_sums(pair_key, np.ones(len(pair_key), np.int64))
 
     # "All" per day.
     order_units = np.add.reduceat(qty, kept.starts) if kept.n else np.empty(0, np.int64)
-    u_day, (all_cents, all_orders, all_units) = _group_sums(
+    u_day, (all_cents, all_orders, all_units) = group_sums(
         day, kept.tot, np.ones(kept.n, np.int64), order_units
     )
-    check_days, (check_cents,) = _group_sums(u_key // n_cat, cat_cents)
+    check_days, (check_cents,) = group_sums(u_key // n_cat, cat_cents)
     if not (np.array_equal(check_days, u_day) and np.array_equal(check_cents, all_cents)):
         raise GoldConsistencyError("category revenues do not add up to the day's revenue")
 
@@ -211,7 +211,7 @@ def _daily_rows(
     )
     out["category"] = out["category"].astype(str)
     out = out.sort_values(["_day", "category"], kind="stable", ignore_index=True)
-    out.insert(0, "order_date", _dates(out["_day"].to_numpy()))
+    out.insert(0, "order_date", day_dates(out["_day"].to_numpy()))
     out.insert(2, "revenue", out["revenue_cents"].to_numpy() / 100)
     return out.drop(columns="_day")[list(DAILY_COLUMNS)]
 
@@ -220,14 +220,14 @@ def _check_day_sums(days: np.ndarray, values: np.ndarray, what: str) -> None:
     """Raise ``GoldConsistencyError`` naming the day when a day's sum of ``|values|`` could
     leave int64 (summed in float64 first; one pass when the whole sum is small)."""
     mag = np.abs(values.astype(np.float64))
-    if float(mag.sum()) < _SAFE:
+    if float(mag.sum()) < SAFE:
         return
     u_days, inverse = np.unique(days, return_inverse=True)
     sums = np.bincount(inverse.reshape(-1), weights=mag, minlength=len(u_days))
-    bad = np.flatnonzero(sums >= _SAFE)
+    bad = np.flatnonzero(sums >= SAFE)
     if len(bad):
         raise GoldConsistencyError(
-            f"{what} of {_date(u_days[bad[0]])} add up to about {sums[bad[0]]:.3g}, "
+            f"{what} of {day_date(u_days[bad[0]])} add up to about {sums[bad[0]]:.3g}, "
             "beyond what int64 holds exactly; gold refuses to wrap around"
         )
 
@@ -253,7 +253,7 @@ def _line_products(
     line_cat = np.where(known, p_cat[:-1][idx] if len(p_id) else unknown_code, unknown_code)
     line_price = np.where(known, price[idx] if len(p_id) else np.nan, np.nan)
     price_cents = np.rint(np.where(np.isfinite(line_price), line_price, 0.0) * 100)
-    priced = (price_cents >= 1) & (price_cents < _SAFE)
+    priced = (price_cents >= 1) & (price_cents < SAFE)
     price_cents = np.where(priced, price_cents, 0).astype(np.int64)
     return [str(c) for c in cat_names], line_cat.astype(np.int64), price_cents, priced
 
@@ -272,7 +272,7 @@ def _largest_remainder(
     whole_f = np.add.reduceat(np.abs(weights.astype(np.float64)), starts)
     big = weights.dtype == object or (
         max(np.abs(totals.astype(np.float64)).max(initial=0.0), 1.0)
-        * whole_f.max(initial=0.0) >= _SAFE
+        * whole_f.max(initial=0.0) >= SAFE
     )
     if big:
         w = weights.astype(object)
@@ -297,7 +297,7 @@ def _largest_remainder(
             # One int64 key (order, then remainder descending) when it fits; lines are in
             # (order, line_no) order, so a stable sort breaks remainder ties by line_no.
             span = int(whole.max()) + 1
-            if (int(seg[-1]) + 1) * float(span) < _SAFE:
+            if (int(seg[-1]) + 1) * float(span) < SAFE:
                 key = seg[todo] * span + (span - 1 - r[todo])
                 order = todo[np.argsort(key, kind="stable")]
             else:
