@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecom_stream.errors import BatchReadError
+from ecom_stream.transform.json_text import nesting_depth
 from ecom_stream.transform.parse import (
-    _nesting_depth,
     canonical_json,
     classify,
     parse_records,
@@ -74,7 +74,7 @@ def test_depth_limit_is_exact() -> None:
     assert len(parse_records(at_limit, "lines", max_depth=32)) == 1
     assert len(parse_records(b"[" + at_limit + b"]", "array", max_depth=32)) == 1
     brackets_in_text = b'[{"s": "[[[[{{{{ \\" ]]", "t": "\\\\"}]'
-    assert _nesting_depth(brackets_in_text) == 2
+    assert nesting_depth(brackets_in_text) == 2
     records = parse_records(brackets_in_text, "array", max_depth=1)
     assert records == [{"s": '[[[[{{{{ " ]]', "t": "\\"}]
 
@@ -99,7 +99,7 @@ _json = st.recursive(
 @given(value=_json, ascii_only=st.booleans())
 def test_nesting_depth_ignores_brackets_in_strings(value: Any, ascii_only: bool) -> None:
     data = json.dumps(value, ensure_ascii=ascii_only).encode()
-    assert _nesting_depth(data) == _depth(value)
+    assert nesting_depth(data) == _depth(value)
 
 
 def test_bom_is_accepted_and_lines_skip_blank() -> None:

@@ -28,17 +28,17 @@ from typing import Any
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError
-from ecom_stream.tools.bench_ecom import _run_backfill, _run_watch
+from ecom_stream.tools.bench_ecom import run_backfill, run_watch
 from ecom_stream.tools.bench_peers import PEERS
-from ecom_stream.tools.bench_procs import DataSet, _run_peer, make_data_set
+from ecom_stream.tools.bench_procs import DataSet, make_data_set, run_peer
 from ecom_stream.tools.bench_report import (
     RunResult,
-    _fmt,
-    _vs_backfill,
-    _write_json,
+    fmt,
     latency_stats,
     machine_info,
     render_table,
+    vs_backfill,
+    write_json,
 )
 
 __all__ = ["RunResult", "latency_stats", "run_bench"]
@@ -88,7 +88,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     table = render_table(results, args.timeout)
     print("\n" + "\n".join(table), flush=True)
     data = _results_json(args, ds, results, table, started_at)
-    _write_json(Path(args.json_out), data)
+    write_json(Path(args.json_out), data)
     print(f"\nwrote {args.json_out}", flush=True)
     return 1 if any(r.error for r in results) else 0
 
@@ -97,14 +97,14 @@ def _run_one(name: str, args: argparse.Namespace, ds: DataSet, work: Path) -> Ru
     """Run one runner, printing a line before and after."""
     print(f"{name}: starting", flush=True)
     if name in PEERS:
-        result = _run_peer(name, ds, work / "source", work, args.timeout)
+        result = run_peer(name, ds, work / "source", work, args.timeout)
     elif name == "backfill":
-        result = _run_backfill(ds, work, args.timeout)
+        result = run_backfill(ds, work, args.timeout)
     else:
-        result = _run_watch(args, ds, work)
+        result = run_watch(args, ds, work)
     print(
         f"{name}: {result.status(args.timeout)}, {result.files_done} files, "
-        f"{_fmt(result.total_s, '.1f')} s",
+        f"{fmt(result.total_s, '.1f')} s",
         flush=True,
     )
     return result
@@ -146,7 +146,7 @@ def _results_json(
             "products": sum(ds.records[p.name] for p in ds.product_files),
         },
         "runners": {
-            r.name: {**r.to_json(args.timeout), "vs_backfill": _vs_backfill(r, backfill)[1]}
+            r.name: {**r.to_json(args.timeout), "vs_backfill": vs_backfill(r, backfill)[1]}
             for r in results
         },
         "table": table,

@@ -20,11 +20,11 @@ from ecom_stream.tools.bench_procs import (
     PROGRESS_EVERY,
     SEED,
     DataSet,
-    _cli,
-    _env,
-    _generate,
-    _supervise,
-    _tail,
+    bench_env,
+    ecom_command,
+    generate_files,
+    log_tail,
+    supervise,
 )
 from ecom_stream.tools.bench_report import RunResult, latency_stats
 
@@ -45,16 +45,17 @@ def _files_in(folder: Path) -> int:
     return sum(1 for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def _run_backfill(ds: DataSet, work: Path, timeout: float) -> RunResult:
+def run_backfill(ds: DataSet, work: Path, timeout: float) -> RunResult:
+    """Copy every file into a landing folder and time ``ecom-stream backfill`` over it."""
     landing, lake = work / "backfill" / "landing", work / "backfill" / "lake"
     landing.mkdir(parents=True)
     for path in ds.files:
         shutil.copy2(path, landing / path.name)
     log = work / "backfill.log"
     total = len(ds.files)
-    child = _supervise(
+    child = supervise(
         "backfill",
-        _cli("backfill", lake, landing, "--no-progress"),
+        ecom_command("backfill", lake, landing, "--no-progress"),
         log,
         done=lambda: total - _files_in(landing),
         total=total,
@@ -68,7 +69,7 @@ def _run_backfill(ds: DataSet, work: Path, timeout: float) -> RunResult:
         files_done=total - _files_in(landing),
     )
     if child.finished and child.returncode != 0:
-        result.error = f"exit {child.returncode}: {_tail(log)}"
+        result.error = f"exit {child.returncode}: {log_tail(log)}"
     if (lake / "_ledger").exists():
         ledger = _ledger(lake)
         result.orders = int(ledger.loc[ledger["entity"] == "orders", "rows_in"].sum())
@@ -91,7 +92,7 @@ def _seed_watch_lake(args: argparse.Namespace, ds: DataSet, work: Path, lake: Pa
         batches = math.ceil(args.seed_orders / args.orders_per_file)
         print(f"watch: generating {batches} seed files (~{args.seed_orders:,} orders)", flush=True)
         # Order files numbered after the data set's: their ids continue, nothing collides.
-        _generate(args, staging, batches=batches, seed=SEED + 1, start=args.files + 1)
+        generate_files(args, staging, batches=batches, seed=SEED + 1, start=args.files + 1)
         for path in staging.iterdir():
             if file_entity(path) == "products":
                 path.unlink()
@@ -101,8 +102,8 @@ def _seed_watch_lake(args: argparse.Namespace, ds: DataSet, work: Path, lake: Pa
     print(f"watch: backfilling {_files_in(staging)} files into the watch lake", flush=True)
     started = time.monotonic()
     proc = subprocess.run(
-        _cli("backfill", lake, staging, "--no-progress"),
-        env=_env(),
+        ecom_command("backfill", lake, staging, "--no-progress"),
+        env=bench_env(),
         cwd=work,
         capture_output=True,
         text=True,
@@ -124,7 +125,8 @@ def _vm_hwm_kb(pid: int) -> int | None:
     return None
 
 
-def _run_watch(args: argparse.Namespace, ds: DataSet, work: Path) -> RunResult:
+def run_watch(args: argparse.Namespace, ds: DataSet, work: Path) -> RunResult:
+    """Seed a lake, start the daemon and measure each dropped file's latency to gold."""
     lake, landing = work / "watch" / "lake", work / "watch" / "landing"
     steady = ds.order_files[: args.steady_files]
     result = RunResult("watch", files_total=len(steady))
@@ -137,10 +139,10 @@ def _run_watch(args: argparse.Namespace, ds: DataSet, work: Path) -> RunResult:
     log = work / "watch.log"
     with open(log, "ab") as out:
         daemon = subprocess.Popen(
-            _cli("watch", lake, landing),
+            ecom_command("watch", lake, landing),
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=bench_env(),
             cwd=work,
             start_new_session=True,
         )
@@ -152,7 +154,7 @@ def _run_watch(args: argparse.Namespace, ds: DataSet, work: Path) -> RunResult:
         usage = _stop(daemon)
         result.peak_rss_mb = max(hwm or 0, usage) / 1024
     if daemon.returncode not in (0, None) and not result.error:
-        result.notes.append(f"daemon exit {daemon.returncode}: {_tail(log)}")
+        result.notes.append(f"daemon exit {daemon.returncode}: {log_tail(log)}")
     return result
 
 
@@ -166,17 +168,9 @@ def _drive_daemon(
     spawned: float,
 ) -> None:
     """Wait for the heartbeat, drop the files at ``--pace`` and collect their latencies.
-
-    Long on purpose: one polling loop whose state (drops, ledger reads, progress) is shared.
     """
-    heartbeat = lake / "_daemon" / "heartbeat.json"
-    while not heartbeat.exists():
-        if daemon.poll() is not None:
-            result.error = f"daemon exited with {daemon.returncode} before its first heartbeat"
-            return
-        if time.monotonic() - spawned > args.timeout:
-            return
-        time.sleep(POLL)
+    if not _await_heartbeat(args, daemon, lake, result, spawned):
+        return
     dropped: dict[str, float] = {}
     finished: dict[str, float] = {}  # gold committed (the dashboard can show the file)
     recorded: dict[str, float] = {}  # ledger row written (every bookkeeping step done)
@@ -207,6 +201,38 @@ def _drive_daemon(
             last_print = time.monotonic()
             print(f"watch: {len(finished)}/{len(steady)} files, {elapsed:.0f} s", flush=True)
         time.sleep(POLL / 2)
+    _record_latencies(result, steady, dropped, finished, recorded, rows, first_drop)
+
+
+def _await_heartbeat(
+    args: argparse.Namespace,
+    daemon: subprocess.Popen[bytes],
+    lake: Path,
+    result: RunResult,
+    spawned: float,
+) -> bool:
+    """Wait until the daemon writes its first heartbeat; False when it exits or times out."""
+    heartbeat = lake / "_daemon" / "heartbeat.json"
+    while not heartbeat.exists():
+        if daemon.poll() is not None:
+            result.error = f"daemon exited with {daemon.returncode} before its first heartbeat"
+            return False
+        if time.monotonic() - spawned > args.timeout:
+            return False
+        time.sleep(POLL)
+    return True
+
+
+def _record_latencies(
+    result: RunResult,
+    steady: list[Path],
+    dropped: dict[str, float],
+    finished: dict[str, float],
+    recorded: dict[str, float],
+    rows: dict[str, int],
+    first_drop: float,
+) -> None:
+    """Fill ``result`` from the drop, gold and ledger times of the files that finished."""
     names = [p.name for p in steady if p.name in finished]
     result.files_done = len(names)
     result.latencies_ms = [(finished[n] - dropped[n]) * 1000 for n in names]

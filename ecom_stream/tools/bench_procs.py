@@ -41,7 +41,10 @@ class DataSet:
         return sum(self.records[p.name] for p in self.order_files)
 
 
-def _generate(args: argparse.Namespace, out: Path, *, batches: int, seed: int, start: int) -> None:
+def generate_files(
+    args: argparse.Namespace, out: Path, *, batches: int, seed: int, start: int
+) -> None:
+    """Generate ``batches`` order files (and the product files) of the bench's size into ``out``."""
     from ecom_stream.tools.generate import GenerateOptions, generate
 
     generate(
@@ -60,7 +63,7 @@ def _generate(args: argparse.Namespace, out: Path, *, batches: int, seed: int, s
 
 def make_data_set(args: argparse.Namespace, source: Path) -> DataSet:
     """Generate the benchmark files into ``source`` and count their records."""
-    _generate(args, source, batches=args.files, seed=SEED, start=1)
+    generate_files(args, source, batches=args.files, seed=SEED, start=1)
     files = ordered_files(source)
     records = {p.name: len(load_records(p)) for p in files}
     return DataSet(
@@ -72,7 +75,7 @@ def make_data_set(args: argparse.Namespace, source: Path) -> DataSet:
 
 # -- child processes ----------------------------------------------------------------------
 @dataclass
-class _Child:
+class Child:
     """A finished (or stopped) child process."""
 
     finished: bool
@@ -81,7 +84,8 @@ class _Child:
     maxrss_kb: int
 
 
-def _env() -> dict[str, str]:
+def bench_env() -> dict[str, str]:
+    """The environment of a bench child: this checkout importable, dates far ahead allowed."""
     path = os.environ.get("PYTHONPATH")
     # The simulated days run years past today: lift the contract's "not after receipt" bound.
     ahead = os.environ.get("ECOM_MAX_DAYS_AHEAD", "36500")
@@ -89,7 +93,7 @@ def _env() -> dict[str, str]:
             "PYTHONPATH": str(REPO) + (os.pathsep + path if path else "")}
 
 
-def _cli(command: str, lake: Path, landing: Path, *args: str) -> list[str]:
+def ecom_command(command: str, lake: Path, landing: Path, *args: str) -> list[str]:
     """``python -m ecom_stream COMMAND --lake L --landing D ARGS`` (options after the command)."""
     return [
         sys.executable,
@@ -104,7 +108,7 @@ def _cli(command: str, lake: Path, landing: Path, *args: str) -> list[str]:
     ]
 
 
-def _supervise(
+def supervise(
     name: str,
     cmd: list[str],
     log: Path,
@@ -112,7 +116,7 @@ def _supervise(
     done: Callable[[], int],
     total: int,
     timeout: float,
-) -> _Child:
+) -> Child:
     """Run ``cmd`` to completion or until ``timeout``, printing progress; rusage via wait4."""
     started = time.monotonic()
     with open(log, "ab") as out:
@@ -120,7 +124,7 @@ def _supervise(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=bench_env(),
             cwd=log.parent,
             start_new_session=True,
         )
@@ -131,7 +135,7 @@ def _supervise(
             elapsed = time.monotonic() - started
             if pid:
                 proc.returncode = os.waitstatus_to_exitcode(status)
-                return _Child(True, proc.returncode, elapsed, usage.ru_maxrss)
+                return Child(True, proc.returncode, elapsed, usage.ru_maxrss)
             if elapsed > timeout:
                 break
             if time.monotonic() - last_print >= PROGRESS_EVERY:
@@ -143,10 +147,11 @@ def _supervise(
             os.killpg(proc.pid, signal.SIGKILL)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
-    return _Child(False, None, elapsed, usage.ru_maxrss)
+    return Child(False, None, elapsed, usage.ru_maxrss)
 
 
-def _tail(log: Path, lines: int = 3) -> str:
+def log_tail(log: Path, lines: int = 3) -> str:
+    """The last lines of a child's log on one line (for an error message)."""
     try:
         text = log.read_text(errors="replace").strip().splitlines()
     except OSError:
@@ -168,7 +173,8 @@ def _progress_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _run_peer(name: str, ds: DataSet, source: Path, work: Path, timeout: float) -> RunResult:
+def run_peer(name: str, ds: DataSet, source: Path, work: Path, timeout: float) -> RunResult:
+    """Run one peer (see ``bench_peers``) over the data set in its own process."""
     folder = work / name
     folder.mkdir(parents=True)
     progress, result_path = folder / "progress.jsonl", folder / "result.json"
@@ -188,7 +194,7 @@ def _run_peer(name: str, ds: DataSet, source: Path, work: Path, timeout: float) 
         "--result",
         str(result_path),
     ]
-    child = _supervise(
+    child = supervise(
         name,
         cmd,
         log,
@@ -213,7 +219,7 @@ def _run_peer(name: str, ds: DataSet, source: Path, work: Path, timeout: float) 
         result.peak_rss_mb = reported["maxrss_kb"] / 1024
         result.finished = result.files_done == len(ds.files)
     elif child.finished:
-        result.error = f"exit {child.returncode}: {_tail(log)}"
+        result.error = f"exit {child.returncode}: {log_tail(log)}"
     return result
 
 

@@ -106,7 +106,8 @@ def _git_commit() -> str | None:
     return proc.stdout.strip() or None
 
 
-def _vs_backfill(result: RunResult, backfill: RunResult | None) -> tuple[str, float | None]:
+def vs_backfill(result: RunResult, backfill: RunResult | None) -> tuple[str, float | None]:
+    """The runner's time against backfill's: the table's text and the ratio (None: n/a)."""
     if result.name in ("backfill", "watch") or not backfill or not backfill.finished:
         return ("n/a (paced)" if result.name == "watch" else "n/a"), None
     if not result.total_s or not backfill.total_s:
@@ -119,7 +120,8 @@ def _vs_backfill(result: RunResult, backfill: RunResult | None) -> tuple[str, fl
     return f"{result.name}/backfill {sign} {ratio:.1f}x", ratio
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
+    """``format(value, spec)``, or "n/a" for None."""
     return "n/a" if value is None else format(value, spec)
 
 
@@ -139,10 +141,10 @@ def render_table(results: list[RunResult], timeout: float) -> list[str]:
         )
         lines.append(
             f"{r.name:<9}{f'{r.files_done}/{r.files_total}':>11}{r.orders:>10,}"
-            f"{_fmt(r.total_s, '.1f'):>9}{_fmt(_rate(r.orders, r.total_s), ',.0f'):>10}"
-            f"{_fmt(stats['p50_ms'], '.0f'):>9}{_fmt(stats['p95_ms'], '.0f'):>9}"
-            f"{_fmt(stats['max_ms'], '.0f'):>9}{_fmt(stats['growth'], '.2f'):>8}"
-            f"{_fmt(r.peak_rss_mb, '.0f'):>9}  {_vs_backfill(r, backfill)[0]}"
+            f"{fmt(r.total_s, '.1f'):>9}{fmt(_rate(r.orders, r.total_s), ',.0f'):>10}"
+            f"{fmt(stats['p50_ms'], '.0f'):>9}{fmt(stats['p95_ms'], '.0f'):>9}"
+            f"{fmt(stats['max_ms'], '.0f'):>9}{fmt(stats['growth'], '.2f'):>8}"
+            f"{fmt(r.peak_rss_mb, '.0f'):>9}  {vs_backfill(r, backfill)[0]}"
         )
     for r in results:
         if r.status(timeout) != "ok" or r.notes:
@@ -150,7 +152,8 @@ def render_table(results: list[RunResult], timeout: float) -> list[str]:
     return lines
 
 
-def _write_json(target: Path, data: dict[str, Any]) -> None:
+def write_json(target: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically (a temporary file renamed into place)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ecom_stream.errors import ConfigError
-from ecom_stream.tools.generate_stream import _Catalogue, _OrderStream, sale_days
+from ecom_stream.tools.generate_stream import Catalogue, OrderStream, sale_days
 
 __all__ = ["GenerateOptions", "generate", "sale_days"]
 
@@ -72,10 +72,10 @@ def generate(options: GenerateOptions, *, on_file: Callable[[Path], None] | None
         if on_file is not None:
             on_file(path)
 
-    catalogue = _Catalogue(options)  # built anyway: order totals use its prices
+    catalogue = Catalogue(options)  # built anyway: order totals use its prices
     for k in range(1, options.product_batches + 1 if options.catalogue else 1):
         emit(f"products-{k:06d}.json", catalogue.file_rows(k))
-    stream = _OrderStream(options, catalogue)
+    stream = OrderStream(options, catalogue)
     for i, n in enumerate(range(options.start, options.start + options.batches)):
         if stop is not None and stop.is_set():
             break

@@ -16,7 +16,7 @@ from ecom_stream.contract.schema import CATEGORIES, ORDER_STATUSES, PAYMENT_METH
 if TYPE_CHECKING:
     from ecom_stream.tools.generate import GenerateOptions
 
-__all__ = ["sale_days"]
+__all__ = ["Catalogue", "OrderStream", "sale_days"]
 
 HOUR, DAY = 3600, 86400
 BATCH_SECONDS = DAY  # one order batch per simulated day
@@ -95,7 +95,7 @@ def _shares(table: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
     return p / p.sum()
 
 
-class _Catalogue:
+class Catalogue:
     """The products: true prices (for order totals), categories, popularity and product files."""
 
     def __init__(self, options: GenerateOptions) -> None:
@@ -180,10 +180,10 @@ class _Catalogue:
         return rows
 
 
-class _OrderStream:
+class OrderStream:
     """Order batches in sequence, with a pool of open orders to re-send with progress."""
 
-    def __init__(self, options: GenerateOptions, catalogue: _Catalogue) -> None:
+    def __init__(self, options: GenerateOptions, catalogue: Catalogue) -> None:
         self.options = options
         self.catalogue = catalogue
         self.epoch = _epoch(options.start_date)

@@ -101,25 +101,12 @@ def order_insights(
     and ``busiest_hour`` (ties: earliest), ``orders_by_weekday``; ``average_items_per_order``.
     Empty input gives zeros and None.
 
-    Long on purpose: one flat list of statistics over the same masks, read top to bottom.
     """
     n = len(orders)
     earning = ~orders["status"].isin(list(excluded_statuses)).to_numpy(dtype=bool)
     paid = orders.loc[earning, ["customer_id", "total", "order_month"]]
     total = paid["total"].astype("float64")
     revenue = float(total.sum()) if len(paid) else 0.0
-
-    monthly: dict[str, dict[str, Any]] = {}
-    if len(paid):
-        by_month = total.groupby(paid["order_month"].fillna(MISSING)).agg(["sum", "size"])
-        monthly = {
-            str(m): {"revenue": float(row["sum"]), "orders": int(row["size"])}
-            for m, row in by_month.sort_index().iterrows()
-        }
-
-    spend = total.groupby(paid["customer_id"].to_numpy()).agg(["sum", "size"])
-    customers = len(spend)
-    repeat = int((spend["size"] > 1).sum())
 
     dow = orders["order_dow"].value_counts()
     by_weekday = {d: int(dow.get(d, 0)) for d in WEEKDAYS}
@@ -135,18 +122,37 @@ def order_insights(
         "status": _counts(orders["status"]),
         "payment_method": _counts(orders["payment_method"]),
         "shipping_city": _counts(orders["shipping_city"]),
-        "monthly": monthly,
-        "customers": {
-            "unique": customers,
-            "repeat": repeat,
-            "repeat_rate": repeat / customers if customers else None,
-            "top_10pct_spend_threshold": (
-                float(np.quantile(spend["sum"].to_numpy(dtype=np.float64), 0.9))
-                if customers else None
-            ),
-        },
+        "monthly": _monthly(paid, total),
+        "customers": _customers(paid, total),
         "busiest_weekday": busiest_day,
         "busiest_hour": busiest_hour,
         "orders_by_weekday": by_weekday,
         "average_items_per_order": _float(orders["n_items"].mean()) if n else None,
+    }
+
+
+def _monthly(paid: pd.DataFrame, total: pd.Series) -> dict[str, dict[str, Any]]:
+    """Revenue and order count of the revenue orders per ``order_month``, by month."""
+    if not len(paid):
+        return {}
+    by_month = total.groupby(paid["order_month"].fillna(MISSING)).agg(["sum", "size"])
+    return {
+        str(m): {"revenue": float(row["sum"]), "orders": int(row["size"])}
+        for m, row in by_month.sort_index().iterrows()
+    }
+
+
+def _customers(paid: pd.DataFrame, total: pd.Series) -> dict[str, Any]:
+    """Customer figures of the revenue orders (see ``order_insights``)."""
+    spend = total.groupby(paid["customer_id"].to_numpy()).agg(["sum", "size"])
+    customers = len(spend)
+    repeat = int((spend["size"] > 1).sum())
+    return {
+        "unique": customers,
+        "repeat": repeat,
+        "repeat_rate": repeat / customers if customers else None,
+        "top_10pct_spend_threshold": (
+            float(np.quantile(spend["sum"].to_numpy(dtype=np.float64), 0.9))
+            if customers else None
+        ),
     }

@@ -1,56 +1,55 @@
-"""Turns one batch file into records and its batch id; ``BatchReadError`` says why it can't."""
+"""Turns one batch file into records and its batch id; ``BatchReadError`` says why it can't.
+
+Big files are cut into pieces (``line_chunks``, ``array_chunks``) parsed one at a time. What
+a file's name says lives in ``names`` and the JSON decoding in ``json_text``; the names of
+``names`` are re-exported here for the callers that import them from this module.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 import stat
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import orjson
 
 from ecom_stream.errors import BatchReadError
+from ecom_stream.transform.json_text import json_type, loads, nesting_depth, too_deep
+from ecom_stream.transform.names import (
+    LINES_SUFFIXES,
+    FileKind,
+    classify,
+    display_name,
+    name_problem,
+)
 
 __all__ = [
+    "LINES_SUFFIXES",
     "FileKind",
     "RawBatch",
+    "array_chunks",
     "batch_id_of",
     "canonical_json",
     "classify",
     "display_name",
+    "line_chunks",
     "name_problem",
+    "parse_array_piece",
+    "parse_lines_piece",
+    "parse_records",
     "read_batch",
+    "read_bytes",
     "row_hash",
+    "row_hashes",
 ]
 
-TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".crdownload")
-JSON_SUFFIXES = (".json",)
-LINES_SUFFIXES = (".jsonl", ".ndjson")
 _BOM = b"\xef\xbb\xbf"
-# Longest file name taken in (bytes): the lake stores files under it with suffixes of up to
-# about 40 bytes (".reason.json", a temporary ".<pid>.tmp", a batch id to tell copies apart),
-# and a name may have at most 255 bytes.
-MAX_NAME_BYTES = 200
-# Characters that would split a log line or a listing: controls and line separators.
-_LINE_BREAKING = ("Cc", "Zl", "Zp")
-
-
-@dataclass(frozen=True)
-class FileKind:
-    """What a directory entry's name says about it."""
-
-    action: Literal["ignore", "batch", "quarantine"]
-    entity: str | None = None
-    fmt: Literal["array", "lines"] | None = None
-    reason: str | None = None
 
 
 @dataclass
@@ -63,70 +62,6 @@ class RawBatch:
     batch_id: str
     size: int
     records: list[dict[str, Any]]
-
-
-def name_problem(name: str) -> str | None:
-    """Why the lake cannot keep and name a file by this name (None: it can)."""
-    raw = os.fsencode(name)
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"file name is not UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start})"
-    if not name.isprintable() and any(
-        unicodedata.category(c) in _LINE_BREAKING for c in name
-    ):
-        return "file name holds a control character (a line break, a tab, ...)"
-    if len(raw) > MAX_NAME_BYTES:
-        return f"file name is {len(raw)} bytes long, more than the {MAX_NAME_BYTES} allowed"
-    return None
-
-
-def display_name(name: str) -> str:
-    """The name as valid UTF-8 on one line: undecodable bytes and control characters are
-    written as escapes (``orders-\\xff.json``, ``orders-\\n.json``); other names unchanged."""
-    if name.isascii() and name.isprintable():
-        return name
-    text = os.fsencode(name).decode("utf-8", "backslashreplace")
-    return "".join(
-        c.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(c) in _LINE_BREAKING
-        else c
-        for c in text
-    )
-
-
-def classify(name: str) -> FileKind:
-    """Decide from the file name alone whether to ignore, read or quarantine it."""
-    lower = name.lower()
-    if name.startswith(".") or lower.endswith(TEMP_SUFFIXES) or lower.endswith("~"):
-        return FileKind("ignore")
-    if lower.endswith(".reason.json") or lower.endswith(".gx.json"):
-        return FileKind("ignore")
-    entity = (
-        "products"
-        if lower.startswith("products")
-        else "orders"
-        if lower.startswith("orders")
-        else None
-    )
-    problem = name_problem(name)
-    if problem is not None:
-        return FileKind("quarantine", entity, reason=f"{problem}: rename the file")
-    if entity is None:
-        return FileKind(
-            "quarantine",
-            reason="unknown entity in the file name: it must start with 'products' or 'orders'",
-        )
-    if lower.endswith(JSON_SUFFIXES):
-        return FileKind("batch", entity, "array")
-    if lower.endswith(LINES_SUFFIXES):
-        return FileKind("batch", entity, "lines")
-    return FileKind(
-        "quarantine",
-        entity,
-        reason="unsupported extension: use .json (an array of objects) "
-        "or .jsonl/.ndjson (one object a line)",
-    )
 
 
 def batch_id_of(data: bytes) -> str:
@@ -224,37 +159,15 @@ def parse_records(data: bytes, fmt: str, max_depth: int) -> list[dict[str, Any]]
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise BatchReadError(
-                f"element {i} is {_json_type(rec)}, not an object: a batch is an array of objects"
+                f"element {i} is {json_type(rec)}, not an object: a batch is an array of objects"
             )
     # The file's nesting is the deepest record's (plus one for an array): only a file that
     # may hold a too deep record pays for the per-record walk that names it.
-    if _nesting_depth(data) > max_depth:
+    if nesting_depth(data) > max_depth:
         for i, rec in enumerate(records):
-            if _too_deep(rec, max_depth):
+            if too_deep(rec, max_depth):
                 raise BatchReadError(f"element {i} is nested deeper than {max_depth} levels")
     return records
-
-
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
-
-
-def _nesting_depth(data: bytes) -> int:
-    """Deepest bracket nesting of valid JSON text, brackets inside strings not counted.
-
-    Vectorised (a C-level translate keeps only quotes and brackets, a few per record): a
-    per-record walk in Python costs more than parsing the file.
-    """
-    if b"\\" in data:
-        # Drop escape pairs (\\ first, so the quote of \\" is kept): no quote is escaped after.
-        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    kept = np.frombuffer(data.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
-    quotes = kept == ord('"')
-    outside = (np.cumsum(quotes) % 2 == 0) & ~quotes  # an odd count of quotes so far: in a string
-    brackets = kept[outside]
-    if not len(brackets):
-        return 0
-    opening = (brackets == ord("[")) | (brackets == ord("{"))
-    return int(np.cumsum(np.where(opening, 1, -1), dtype=np.int64).max())
 
 
 def read_batch(path: Path, kind: FileKind, *, max_bytes: int, max_depth: int) -> RawBatch:
@@ -264,94 +177,16 @@ def read_batch(path: Path, kind: FileKind, *, max_bytes: int, max_depth: int) ->
     return RawBatch(path, path.name, kind.entity or "", batch_id_of(data), len(data), records)
 
 
-def _loads(text: str) -> Any:
-    """Parse with orjson (about twice as fast); only when it refuses the text, parse again
-    with the standard parser, which accepts what orjson cannot hold (see ``_slow_loads``)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return _slow_loads(text, exc.pos)
-
-
-# A JSON string, or a bare NaN/Infinity token outside strings (group 1).
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
-
-
-class _Constant(Exception):
-    """A bare NaN/Infinity token: not JSON (raised from the standard parser's hook)."""
-
-
-def _constant(token: str) -> Any:
-    raise _Constant(token)
-
-
-def _big_int(literal: str) -> int | float | str:
-    """Integers as orjson reads them (int64 .. uint64 as int, beyond that a float), so a
-    value reads the same whichever parser read its file; beyond double range the literal."""
-    if len(literal) <= 20:
-        value = int(literal)
-        if -(2**63) <= value < 2**64:
-            return value
-    return _big_float(literal)
-
-
-def _big_float(literal: str) -> float | str:
-    """A float, or the literal's text when it is beyond double range (orjson refuses it):
-    a plain-number string to the cleaning rules, so the row, not the file, is rejected."""
-    value = float(literal)
-    return value if math.isfinite(value) else literal
-
-
-def _slow_loads(text: str, fast_pos: int = 0) -> Any:
-    """The standard parser with hooks: numbers of any size parse (RFC 8259 sets no range),
-    bare NaN/Infinity and lone surrogates are refused like orjson does, and every error
-    names the real line and column (orjson's first error may be a number we accept)."""
-    try:
-        value = json.loads(
-            text, parse_int=_big_int, parse_float=_big_float, parse_constant=_constant
-        )
-    except json.JSONDecodeError:
-        raise
-    except _Constant as exc:
-        pos = next((m.start(1) for m in _TOKENS.finditer(text) if m.group(1)), 0)
-        raise json.JSONDecodeError(
-            f"NaN or Infinity is not valid JSON (found {exc.args[0]}; "
-            "write null for a missing number)", text, pos,
-        ) from None
-    except RecursionError:
-        # orjson stopped at its depth limit there, where the standard parser gave up too.
-        raise json.JSONDecodeError("nested too deeply to parse", text, fast_pos) from None
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise json.JSONDecodeError(
-            "a string holds a lone surrogate escape (\\ud800-\\udfff without its pair): "
-            "not valid Unicode", text, _surrogate_position(text),
-        ) from None
-    return value
-
-
-def _surrogate_position(text: str) -> int:
-    """Start of the first string token holding a lone surrogate (0 if none is found)."""
-    for m in _TOKENS.finditer(text):
-        if m.group(1) is None:
-            try:
-                json.loads(m.group(0)).encode("utf-8")
-            except UnicodeEncodeError:
-                return m.start()
-    return 0
-
-
 def _parse_array(text: str) -> list[Any]:
     try:
-        value = _loads(text)
+        value = loads(text)
     except json.JSONDecodeError as exc:
         raise BatchReadError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
     if not isinstance(value, list):
         raise BatchReadError(
-            f"top level is {_json_type(value)}, not an array: write [ {{...}}, {{...}} ] "
+            f"top level is {json_type(value)}, not an array: write [ {{...}}, {{...}} ] "
             "or use .jsonl with one object a line"
         )
     return value
@@ -471,12 +306,12 @@ def _check_piece(records: list[Any], piece: bytes, first_index: int, max_depth: 
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise BatchReadError(
-                f"element {first_index + i} is {_json_type(rec)}, not an object: "
+                f"element {first_index + i} is {json_type(rec)}, not an object: "
                 "a batch is an array of objects"
             )
-    if _nesting_depth(piece) > max_depth:
+    if nesting_depth(piece) > max_depth:
         for i, rec in enumerate(records):
-            if _too_deep(rec, max_depth):
+            if too_deep(rec, max_depth):
                 raise BatchReadError(
                     f"element {first_index + i} is nested deeper than {max_depth} levels"
                 )
@@ -488,7 +323,7 @@ def _parse_lines(text: str, first_line: int = 1) -> list[Any]:
         if not line.strip():
             continue
         try:
-            records.append(_loads(line))
+            records.append(loads(line))
         except json.JSONDecodeError as exc:
             raise BatchReadError(
                 f"invalid JSON Lines at line {lineno}, column {exc.colno}: {exc.msg}"
@@ -496,29 +331,3 @@ def _parse_lines(text: str, first_line: int = 1) -> list[Any]:
     return records
 
 
-def _too_deep(value: Any, max_depth: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > max_depth:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
-    return False
-
-
-def _json_type(value: Any) -> str:
-    """The JSON type of a value with its article: 'an object', 'a number', 'null'."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"

@@ -11,13 +11,13 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ecom_stream.transform.gold.common import (
-    _SAFE,
+    SAFE,
     GoldConsistencyError,
-    _date,
-    _dates,
-    _day,
-    _days,
-    _require,
+    day_date,
+    day_dates,
+    day_number,
+    day_numbers,
+    require_columns,
 )
 
 
@@ -26,15 +26,15 @@ def category_first_dates(daily: pd.DataFrame) -> dict[str, date]:
     """Each category's first ``order_date`` in a (whole) daily revenue table."""
     if daily.empty:
         return {}
-    days = _days(daily["order_date"])
+    days = day_numbers(daily["order_date"])
     cats = daily["category"].astype(str).to_numpy()
     firsts = pd.Series(days).groupby(cats).min()
-    return {str(c): _date(d) for c, d in firsts.items()}
+    return {str(c): day_date(d) for c, d in firsts.items()}
 
 
 def newest_date(daily: pd.DataFrame) -> date | None:
     """The newest ``order_date`` of a (whole) daily revenue table, None when empty."""
-    return None if daily.empty else _date(int(_days(daily["order_date"]).max()))
+    return None if daily.empty else day_date(int(day_numbers(daily["order_date"]).max()))
 
 
 def anomalies(
@@ -62,58 +62,97 @@ def anomalies(
     category's first date in the whole table) and ``newest`` (its newest date), which are
     otherwise taken from ``daily``. A day's values depend only on its own window, so they are
     bit-identical whichever valid slice they are computed from.
-
-    Long on purpose: the checks and the window set-up share the same day and category arrays.
     """
     if window < 1 or min_history < 1:
         raise ValueError("need window >= 1 and min_history >= 1")
     if min_history > window:
         raise ValueError("min_history > window: no day could ever be scored")
-    _require(daily, ("order_date", "category"), "daily")
-    days = _days(daily["order_date"])
+    require_columns(daily, ("order_date", "category"), "daily")
+    days = day_numbers(daily["order_date"])
     cat_col = daily["category"].astype(str).to_numpy()
     if "revenue_cents" in daily.columns:
         cents = daily["revenue_cents"].to_numpy(dtype=np.int64)
     else:
         cents = np.rint(daily["revenue"].to_numpy(dtype=np.float64) * 100).astype(np.int64)
+    span = _score_span(days, cat_col, first_dates, newest, start, end)
+    if span is None:
+        return _empty_anomalies()
+    days, rows, cents = _window_rows(days, cat_col, cents, span, window)
+    scorer = _Scorer(days, rows, cents, span.first, window, min_history, threshold)
+    parts = [scorer.score(a, b) for a, b in _live_spans(days, window, span.lo, span.hi)]
+    return _anomaly_rows(parts, span.cats)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """The categories (sorted) with their first days, the newest day, and the days lo..hi
+    to score (day numbers)."""
+
+    cats: list[str]
+    first: np.ndarray
+    top: int
+    lo: int
+    hi: int
+
+
+def _score_span(
+    days: np.ndarray,
+    cat_col: np.ndarray,
+    first_dates: Mapping[str, date] | None,
+    newest: date | None,
+    start: date | None,
+    end: date | None,
+) -> _Span | None:
+    """What ``anomalies`` scores (None: nothing); first dates and the newest day are taken
+    from the rows when not given."""
     firsts = dict(first_dates) if first_dates is not None else _first_days(days, cat_col)
-    firsts = {str(c): d if isinstance(d, int) else _day(d) for c, d in firsts.items()}
+    firsts = {str(c): d if isinstance(d, int) else day_number(d) for c, d in firsts.items()}
     if newest is not None:
-        top = _day(newest)
+        top = day_number(newest)
     elif len(days):
         top = int(days.max())
     else:
-        return _empty_anomalies()
+        return None
     unknown = set(np.unique(cat_col).tolist()) - set(firsts)
     if unknown:
         raise ValueError(f"first_dates lacks categories {sorted(unknown)}")
     if not firsts:
-        return _empty_anomalies()
+        return None
     cats = sorted(firsts)
     first = np.array([firsts[c] for c in cats], dtype=np.int64)
-    lo = int(first.min()) if start is None else max(int(first.min()), _day(start))
-    hi = top if end is None else min(top, _day(end))
-    if lo > hi:
-        return _empty_anomalies()
+    lo = int(first.min()) if start is None else max(int(first.min()), day_number(start))
+    hi = top if end is None else min(top, day_number(end))
+    return _Span(cats, first, top, lo, hi) if lo <= hi else None
 
-    rows = pd.Categorical(cat_col, categories=cats).codes.astype(np.int64)
-    if len(days) and ((days < first[rows]) | (days > top)).any():
+
+def _window_rows(
+    days: np.ndarray, cat_col: np.ndarray, cents: np.ndarray, span: _Span, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Days, category codes and cents of the rows that can reach the scored days, sorted by
+    day (a slice's cost stays the slice's); raises on rows outside the series, duplicate
+    rows and windows whose sum could leave int64."""
+    lo, hi = span.lo, span.hi
+    rows = pd.Categorical(cat_col, categories=span.cats).codes.astype(np.int64)
+    if len(days) and ((days < span.first[rows]) | (days > span.top)).any():
         raise ValueError("daily has rows before their category's first date or after newest")
-    # Only the rows that can reach the output days (a slice's cost stays the slice's).
     near = (days >= lo - window) & (days <= hi)
     days, rows, cents = days[near], rows[near], cents[near]
     if len(np.unique(rows * (hi + 1 - (lo - window)) + (days - (lo - window)))) != len(days):
         raise ValueError("daily has duplicate (order_date, category) rows")
-    if len(cents) and float(np.abs(cents).max()) * window >= _SAFE:
+    if len(cents) and float(np.abs(cents).max()) * window >= SAFE:
         worst = int(np.argmax(np.abs(cents)))
         raise GoldConsistencyError(
-            f"daily revenue of {_date(days[worst])} ({int(cents[worst])} cents) is too large "
+            f"daily revenue of {day_date(days[worst])} ({int(cents[worst])} cents) is too large "
             f"to sum over a {window}-day window in int64; gold refuses to wrap around"
         )
     order = np.argsort(days, kind="stable")
-    days, rows, cents = days[order], rows[order], cents[order]
-    scorer = _Scorer(days, rows, cents, first, window, min_history, threshold)
-    parts = [scorer.score(a, b) for a, b in _live_spans(days, window, lo, hi)]
+    return days[order], rows[order], cents[order]
+
+
+def _anomaly_rows(
+    parts: list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]], cats: list[str]
+) -> pd.DataFrame:
+    """The anomaly table of the scored runs (``_Scorer.score`` results), in run order."""
     if not parts:
         return _empty_anomalies()
     di = np.concatenate([p[0] for p in parts])
@@ -121,7 +160,7 @@ def anomalies(
     stats = [np.concatenate([p[2][k] for p in parts]) for k in range(5)]
     return pd.DataFrame(
         {
-            "order_date": _dates(di),
+            "order_date": day_dates(di),
             "category": pd.Series(np.array(cats, dtype=object)[ci], dtype=str),
             "revenue": stats[0] / 100,
             "rolling_mean": stats[1] / 100,
@@ -279,19 +318,22 @@ def anomaly_recompute_range(
 
     Rows after the newer of the two newest dates never exist, so everything is clipped there.
     """
-    spans: list[tuple[int, int]] = [(_day(a), _day(a) + window) for a in affected]
+    spans: list[tuple[int, int]] = [(day_number(a), day_number(a) + window) for a in affected]
     for cat in set(old_first) | set(new_first):
         o, n = old_first.get(cat), new_first.get(cat)
         if o == n:
             continue
         if o is None and n is not None:
-            spans.append((_day(n), _day(new_newest) if new_newest is not None else _day(n)))
+            top = new_newest if new_newest is not None else n
+            spans.append((day_number(n), day_number(top)))
         elif n is None and o is not None:
-            spans.append((_day(o), _day(old_newest) if old_newest is not None else _day(o)))
+            top = old_newest if old_newest is not None else o
+            spans.append((day_number(o), day_number(top)))
         elif o is not None and n is not None:
-            spans.append((min(_day(o), _day(n)), max(_day(o), _day(n)) + window - 1))
-    old_top = _day(old_newest) if old_newest is not None else None
-    new_top = _day(new_newest) if new_newest is not None else None
+            a, b = sorted((day_number(o), day_number(n)))
+            spans.append((a, b + window - 1))
+    old_top = day_number(old_newest) if old_newest is not None else None
+    new_top = day_number(new_newest) if new_newest is not None else None
     if new_top is not None and (old_top is None or new_top > old_top):
         spans.append(((old_top + 1) if old_top is not None else new_top, new_top))
     if old_top is not None and (new_top is None or new_top < old_top):
@@ -304,4 +346,4 @@ def anomaly_recompute_range(
     if start > until:
         return None
     end = min(until, new_top) if new_top is not None else start - 1
-    return AnomalyRange(start=_date(start), end=_date(end), delete_until=_date(until))
+    return AnomalyRange(start=day_date(start), end=day_date(end), delete_until=day_date(until))

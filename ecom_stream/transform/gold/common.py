@@ -24,7 +24,7 @@ ANOMALY_COLUMNS = (
 )
 
 _EPOCH = date(1970, 1, 1)
-_SAFE = float(2**62)  # int64 products below this cannot overflow
+SAFE = float(2**62)  # int64 products below this cannot overflow
 
 
 class GoldConsistencyError(EcomStreamError, AssertionError):
@@ -33,7 +33,7 @@ class GoldConsistencyError(EcomStreamError, AssertionError):
 
 
 # -- dates -----------------------------------------------------------------------------------
-def _days(values: Any) -> np.ndarray:
+def day_numbers(values: Any) -> np.ndarray:
     """Days since 1970-01-01 (int64) of date objects, datetime64 values or Arrow dates."""
     if len(values) == 0:
         return np.empty(0, np.int64)
@@ -47,22 +47,24 @@ def _days(values: Any) -> np.ndarray:
     return np.asarray(arr.cast(pa.int32()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _day(value: date) -> int:
+def day_number(value: date) -> int:
     """Days since 1970-01-01 of a date (or datetime / pandas Timestamp: its calendar day)."""
     return value.toordinal() - _EPOCH.toordinal()
 
 
-def _date(day: int) -> date:
+def day_date(day: int) -> date:
+    """The date of a day number (days since 1970-01-01)."""
     return _EPOCH + timedelta(days=int(day))
 
 
-def _dates(days: np.ndarray) -> pd.Series:
+def day_dates(days: np.ndarray) -> pd.Series:
     """An object Series of ``datetime.date`` (what Arrow ``date32`` reads back as)."""
     arr = pa.array(np.asarray(days, dtype=np.int32), type=pa.int32()).cast(pa.date32())
     return pd.Series(arr.to_pandas(), dtype=object)
 
 
-def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Raise ``KeyError`` naming the ``columns`` that ``df`` (called ``what``) lacks."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise KeyError(f"{what} lacks column(s): {', '.join(missing)}")
@@ -75,7 +77,7 @@ def _segments(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
 
 
-def _group_sums(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+def group_sums(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Unique keys (sorted) and the exact int64 sums of each value array per key."""
     if len(keys) == 0:
         return keys.astype(np.int64), [np.empty(0, np.int64) for _ in values]
