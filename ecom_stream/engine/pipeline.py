@@ -8,7 +8,6 @@ micro-batch in flight, so after a crash only those are looked up in the tables.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -16,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +25,11 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ecom_stream.config import Settings
 from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
+from ecom_stream.engine.commit import Commits
 from ecom_stream.engine.intake import (
     FIX_CONTENT,
     FIX_LINK,
@@ -70,14 +69,6 @@ logger = logging.getLogger(__name__)
 BRONZE_ALONGSIDE_ROWS = 5_000
 # A file merged in pieces refreshes gold at least this often (see _merge_pieces).
 GOLD_EVERY_SECONDS = 4.0
-# The tables whose versions a ledger row records (what the batch produced).
-LEDGER_VERSIONED = (
-    "silver_products",
-    "silver_orders",
-    "silver_order_lines",
-    "daily_revenue",
-    "revenue_anomalies",
-)
 
 
 class Pipeline:
@@ -103,14 +94,13 @@ class Pipeline:
         # process holds the writer lock, so no one else is writing them.
         self.lake.remove_stale_temp_files()
         self.gold = GoldRefresher(self.lake, settings)
-        self.keep_source = keep_source
         self._received_at = received_at
         self.state = BatchState(self.lake)
+        self.commits = Commits(self.lake, self.state, keep_source=keep_source)
         # A crash between silver and gold commits left gold behind: catch up now, while the
         # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
         self.gold.bring_up_to_date()
         self._gc_frozen = False
-        self._microbatches = 0
 
     @property
     def validator(self) -> Any:
@@ -177,7 +167,7 @@ class Pipeline:
 
         def flush() -> None:
             nonlocal group, finals
-            done = self._commit_microbatch(group, finals)
+            done = self.commits.microbatch(group, finals, self._merge_group)
             for o in done:
                 logger.info("%s", o.log_line())
                 if on_outcome:
@@ -233,7 +223,7 @@ class Pipeline:
             datetime.now(UTC),
             fix=FIX_OUTSIDE,
         )
-        return self._commit_microbatch([], [outcome])[0]
+        return self.commits.microbatch([], [outcome], self._merge_group)[0]
 
     # -- stage 1: one file ----------------------------------------------------------------
     def _intake(self, path: Path, seen: set[str]) -> ParsedFile | FileOutcome | None:
@@ -257,7 +247,7 @@ class Pipeline:
         arrival = arrival_id_of(batch_id, path)
         if self.state.recorded(arrival):
             # Recorded before a crash or stop, but not yet removed from landing.
-            self._remove_source(path, batch_id, arrival)
+            self.commits.remove_source(path, batch_id, arrival)
             return None
         if batch_id in seen or self.state.already_done(batch_id):
             return FileOutcome(
@@ -328,7 +318,7 @@ class Pipeline:
         ):
             if self.lake.left_in_landing(display_name(path.name), batch_id):
                 return None  # recorded already; it stays until its cause is fixed
-            self._remove_source(path, batch_id, arrival)
+            self.commits.remove_source(path, batch_id, arrival)
             return FileOutcome(display_name(path.name), kind.entity, batch_id, arrival, "recovered")
         # The hint follows the reason (why it was not read), even when the name is bad too.
         fix = FIX_LINK if path.is_symlink() else FIX_OUTSIDE if path.is_file() else FIX_SPECIAL
@@ -394,44 +384,6 @@ class Pipeline:
             outcome.source = None  # it could not be moved into quarantine: it stays in landing
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
-    def _commit_microbatch(
-        self, group: list[ParsedFile], finals: list[FileOutcome]
-    ) -> list[FileOutcome]:
-        arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
-        # A file merged in pieces appends bronze and rejected rows under one arrival a piece.
-        arrivals += [a for g in group for a in g.piece_arrivals]
-        self.state.begin(arrivals)
-        try:
-            return self._commit_outcomes(group, finals, arrivals)
-        except BaseException:
-            self.state.failed(arrivals)
-            raise
-
-    def _commit_outcomes(
-        self, group: list[ParsedFile], finals: list[FileOutcome], arrivals: list[str]
-    ) -> list[FileOutcome]:
-        outcomes = self._merge_group(group) if group else []
-        outcomes += finals
-        quarantined = [o for o in outcomes if o.outcome == "quarantined"]
-        if quarantined:
-            rows = bookkeeping.quarantine_rows(quarantined)
-            self._append_once("quarantine_records", rows, quarantined)
-        versions = {name: self.lake.version(name) for name in LEDGER_VERSIONED}
-        self._append_ledger(outcomes, versions, len(group) + len(finals))
-        # Raw copies were written without fsync; one filesystem sync makes them durable before
-        # any source file leaves landing (one call instead of one fsync per file).
-        self.lake.sync()
-        self.lake.note_versions()  # after the sync: never ahead of a durable commit
-        for o in outcomes:
-            self.state.note(o)
-            if o.source is not None:
-                self._remove_source(o.source, o.batch_id, o.arrival_id)
-        self.state.settle(arrivals)
-        self._microbatches += 1
-        if sum(o.rows_in for o in outcomes) >= 10_000 or self._microbatches % 50 == 0:
-            release_memory()
-        return outcomes
-
     def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
         if group[0].pieces:
             return [self._merge_pieces(group[0])]
@@ -518,7 +470,7 @@ class Pipeline:
             # Quality rows go first: their domain warnings compare the batch with silver as it
             # was before the merge, which a replay after a crash past the merge could not see.
             quality = bookkeeping.quality_rows(group, reports, warnings, typed_ok)
-            self._append_once("quality_validations", quality, outcomes)
+            self.commits.append_once("quality_validations", quality, outcomes)
             if not winners.empty:
                 if entity == "orders":
                     self._merge_orders(winners, stored)
@@ -535,9 +487,9 @@ class Pipeline:
         if bronze_done is not None:
             bronze_done.result()
         elif bronze_rows is not None:
-            self._append_once(BRONZE[entity], bronze_rows, bronze_owners)
+            self.commits.append_once(BRONZE[entity], bronze_rows, bronze_owners)
         if rejected_rows is not None:
-            self._append_once(
+            self.commits.append_once(
                 "rejected_rows", rejected_rows, [o for o in outcomes if o.rows_rejected]
             )
         for i, o in enumerate(outcomes):
@@ -559,7 +511,7 @@ class Pipeline:
                     {"failed_checks": failed},
                 )
             if bronze_done is None:
-                self._store_gx_result(group[i], reports[i])
+                self.commits.store_gx_result(group[i], reports[i])
             o.timings.update(
                 validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
             )
@@ -686,15 +638,16 @@ class Pipeline:
                 outcome.rows_rejected += int(rejected.sum())
                 outcome.rows_merged += int((~rejected).sum())
                 if rejected.any():
-                    self._append_once(
+                    self.commits.append_once(
                         "rejected_rows",
                         bookkeeping.rejected_rows(
                             entity, raw, typed, reason, rejected, [piece], offsets[k]
                         ),
                         [owner],
                     )
-                self._append_once(BRONZE[entity], bookkeeping.bronze_rows(entity, raw, [piece]),
-                                  [owner])
+                self.commits.append_once(
+                    BRONZE[entity], bookkeeping.bronze_rows(entity, raw, [piece]), [owner]
+                )
                 mine = ~rejected & newest[typed["_row_no"].to_numpy()]
                 typed_ok = typed[mine].reset_index(drop=True)
                 del records, raw, typed, piece
@@ -737,7 +690,7 @@ class Pipeline:
             for parts in by_name.values()
         ]
         quality = bookkeeping.quality_rows([g], [report], combined, pd.DataFrame())
-        self._append_once("quality_validations", quality, [outcome])
+        self.commits.append_once("quality_validations", quality, [outcome])
         if outcome.outcome == "quarantined":
             failed = [
                 {"check": c.expectation, "policy": c.policy, "observed": c.observed,
@@ -746,7 +699,7 @@ class Pipeline:
                 if not c.success and c.policy == "quarantine-batch"
             ]
             self._quarantine_file(outcome, g.data, {"failed_checks": failed})
-        self._store_gx_result(g, report)
+        self.commits.store_gx_result(g, report)
         outcome.timings.update(
             validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
         )
@@ -763,9 +716,10 @@ class Pipeline:
         owners: list[FileOutcome],
         reports: list[Any],
     ) -> None:
-        self._append_once(BRONZE[entity], bookkeeping.bronze_rows(entity, raw, group), owners)
+        bronze = bookkeeping.bronze_rows(entity, raw, group)
+        self.commits.append_once(BRONZE[entity], bronze, owners)
         for parsed, report in zip(group, reports, strict=True):
-            self._store_gx_result(parsed, report)
+            self.commits.store_gx_result(parsed, report)
 
     def _silver_changes(
         self, entity: str, key: str, typed_ok: pd.DataFrame
@@ -832,54 +786,6 @@ class Pipeline:
         affected = self.lake.order_dates_of_products(changed["product_id"].tolist())
         meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
         self.lake.merge_upsert(SILVER["products"], winners, key="product_id", metadata=meta)
-
-    # -- bookkeeping ----------------------------------------------------------------------
-    def _append_once(
-        self, table: str, rows: pd.DataFrame | pa.Table, owners: Sequence[FileOutcome]
-    ) -> None:
-        """Append rows, each naming its owner's arrival; after a crash, skip the owners whose
-        rows were committed before it (looked up for the arrivals that were in flight only)."""
-        owners = list(owners)
-        if not owners:
-            return
-        suspects = {o.arrival_id for o in owners if o.arrival_id in self.state.suspects}
-        done = self.lake.committed_arrivals(table, suspects)
-        if isinstance(rows, pd.DataFrame):
-            rows = pa.Table.from_pandas(rows, preserve_index=False)
-        if done:
-            column = rows.column(self.lake.arrival_column(table))
-            rows = rows.filter(
-                pc.invert(pc.is_in(column, value_set=pa.array(sorted(done), pa.string())))
-            )
-            owners = [o for o in owners if o.arrival_id not in done]
-        if owners:
-            self.lake.append(table, rows)
-
-    def _append_ledger(
-        self, outcomes: list[FileOutcome], versions: dict[str, int], files: int
-    ) -> None:
-        if outcomes:
-            self.lake.append("ledger", ledger_rows(outcomes, versions, files))
-
-    def _store_gx_result(self, parsed: ParsedFile, report: Any) -> None:
-        # Derived data (the ledger and quality table hold the verdict): no fsync needed.
-        self.lake.write_raw_file(
-            parsed.batch_id, "gx_result.json", orjson.dumps(report.to_json(), default=str)
-        )
-
-    def _remove_source(self, path: Path, batch_id: str, arrival: str) -> None:
-        """Remove a handled file from landing, unless a producer replaced it meanwhile."""
-        if self.keep_source:
-            return
-        if arrival_id_of(batch_id, path) != arrival:
-            if path.exists() or path.is_symlink():
-                logger.warning(
-                    "%s was replaced while being processed: the new file stays in landing",
-                    display_name(path.name),
-                )
-            return
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def _build_validator(settings: Settings) -> Any:

@@ -208,6 +208,11 @@ class Blobs:
                     found.append(entry)
         return sorted(found)
 
+    def remove_landed(self, path: Path) -> None:
+        """Remove a handled file from landing (gone already: nothing to do)."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
 
 def _same_entry(target: Path, source: Path, data: bytes | None) -> bool:
     """Whether quarantine's ``target`` already holds this file (a retry after a crash)."""
