@@ -13,7 +13,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -31,18 +30,14 @@ from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
 from ecom_stream.engine.commit import Commits
 from ecom_stream.engine.intake import (
-    FIX_CONTENT,
-    FIX_LINK,
     FIX_NAME,
-    FIX_OUTSIDE,
-    FIX_SPECIAL,
     arrival_id_of,
-    file_stamp,
     piece_arrival,
     pieces_of,
     unread_batch_id,
 )
 from ecom_stream.engine.memory import cyclic_gc_paused, release_memory, use_system_allocator
+from ecom_stream.engine.quarantine import Quarantine, failed_checks
 from ecom_stream.engine.refresh import AFFECTED_KEY, GoldRefresher
 from ecom_stream.engine.state import BatchState
 from ecom_stream.engine.winners import file_steps, file_warnings
@@ -52,10 +47,8 @@ from ecom_stream.transform import bookkeeping, clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_rows
 from ecom_stream.transform.parse import (
     LINES_SUFFIXES,
-    FileKind,
     classify,
     display_name,
-    name_problem,
     parse_array_piece,
     parse_lines_piece,
     parse_records,
@@ -97,6 +90,7 @@ class Pipeline:
         self._received_at = received_at
         self.state = BatchState(self.lake)
         self.commits = Commits(self.lake, self.state, keep_source=keep_source)
+        self.quarantine = Quarantine(settings, self.lake, self.state, self.commits)
         # A crash between silver and gold commits left gold behind: catch up now, while the
         # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
         self.gold.bring_up_to_date()
@@ -205,24 +199,9 @@ class Pipeline:
 
     def quarantine_path(self, path: Path, reason: str) -> FileOutcome | None:
         """Quarantine one file outright (for example after repeated unexpected failures)."""
-        kind = classify(path.name)
-        try:
-            data: bytes | None = read_bytes(path, self.settings.max_file_bytes)
-        except FileNotFoundError:
+        outcome = self.quarantine.outright(path, reason)
+        if outcome is None:
             return None
-        except BatchError:
-            data = None
-        batch_id = unread_batch_id(data, path)
-        outcome = self._quarantine_unread(
-            path,
-            kind,
-            data,
-            batch_id,
-            arrival_id_of(batch_id, path),
-            reason,
-            datetime.now(UTC),
-            fix=FIX_OUTSIDE,
-        )
         return self.commits.microbatch([], [outcome], self._merge_group)[0]
 
     # -- stage 1: one file ----------------------------------------------------------------
@@ -237,7 +216,7 @@ class Pipeline:
         except FileNotFoundError:
             return None  # moved away since it was listed
         except BatchError as exc:
-            return self._unreadable(path, kind, None, exc.reason, received)
+            return self.quarantine.unreadable(path, kind, None, exc.reason, received)
         # A file quarantined for its name is recorded under its bytes and name together: the
         # same bytes under a fixed name are a new batch (content alone decides duplicates).
         if kind.action == "quarantine":
@@ -262,7 +241,7 @@ class Pipeline:
             )
         seen.add(batch_id)
         if kind.action == "quarantine":
-            return self._quarantine_unread(
+            return self.quarantine.unread(
                 path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
             )
         pieces = pieces_of(data, kind.fmt or "array", self.settings.microbatch_max_rows)
@@ -281,7 +260,7 @@ class Pipeline:
         try:
             records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
         except BatchReadError as exc:
-            return self._quarantine_unread(
+            return self.quarantine.unread(
                 path, kind, data, batch_id, arrival, exc.reason, received
             )
         self.lake.store_raw(
@@ -302,86 +281,6 @@ class Pipeline:
         return ParsedFile(
             path, path.name, kind.entity or "", batch_id, arrival, records, received, read_ms
         )
-
-    def _unreadable(
-        self, path: Path, kind: FileKind, data: bytes | None, reason: str, received: datetime
-    ) -> FileOutcome:
-        target = os.readlink(path) if path.is_symlink() else ""
-        # Nothing was read, so the entry's identity (inode, mtime, size) tells two files of
-        # the same name apart: each is kept in quarantine.
-        batch_id = unread_batch_id(data, path, target, reason, file_stamp(path))
-        arrival = arrival_id_of(batch_id, path)
-        # (Requeued since, the same entry is handled again: requeue moves it back whole.)
-        if (
-            self.state.recorded(arrival)
-            and self.state.already_done(batch_id)
-        ):
-            if self.lake.left_in_landing(display_name(path.name), batch_id):
-                return None  # recorded already; it stays until its cause is fixed
-            self.commits.remove_source(path, batch_id, arrival)
-            return FileOutcome(display_name(path.name), kind.entity, batch_id, arrival, "recovered")
-        # The hint follows the reason (why it was not read), even when the name is bad too.
-        fix = FIX_LINK if path.is_symlink() else FIX_OUTSIDE if path.is_file() else FIX_SPECIAL
-        return self._quarantine_unread(
-            path, kind, data, batch_id, arrival, reason, received, fix=fix
-        )
-
-    def _quarantine_unread(
-        self,
-        path: Path,
-        kind: FileKind,
-        data: bytes | None,
-        batch_id: str,
-        arrival: str,
-        reason: str,
-        received: datetime,
-        *,
-        fix: str = FIX_CONTENT,
-    ) -> FileOutcome:
-        if data is not None and name_problem(path.name) is None:
-            # (A name the lake cannot store is kept in quarantine only, under a safe name:
-            # a replay of raw/ would only quarantine it again.)
-            self.lake.store_raw(
-                batch_id, path.name, data, bookkeeping.raw_meta(path.name, kind, batch_id, received)
-            )
-        outcome = FileOutcome(
-            display_name(path.name),
-            kind.entity,
-            batch_id,
-            arrival,
-            "quarantined",
-            reason=reason,
-            received_at=received,
-            source=path,
-        )
-        self._quarantine_file(
-            outcome, data, {"failed_checks": [{"check": "readable", "observed": reason}]}, fix
-        )
-        return outcome
-
-    def _quarantine_file(
-        self,
-        outcome: FileOutcome,
-        data: bytes | None,
-        details: dict[str, Any],
-        fix: str = FIX_CONTENT,
-    ) -> None:
-        reason = {
-            "file": outcome.name,
-            "batch_id": outcome.batch_id,
-            "entity": outcome.entity,
-            "reason": outcome.reason,
-            **details,
-            "quarantined_at": datetime.now(UTC).isoformat(),
-            "fix": fix,
-        }
-        assert outcome.source is not None
-        # The name exactly as it was in landing (it may not be UTF-8), for `requeue`.
-        reason["name_hex"] = os.fsencode(outcome.source.name).hex()
-        target = self.lake.store_quarantined(outcome.source, data, outcome.name, reason)
-        outcome.quarantined_as = target.name
-        if data is None and not os.path.lexists(target):
-            outcome.source = None  # it could not be moved into quarantine: it stays in landing
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
     def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
@@ -494,21 +393,10 @@ class Pipeline:
             )
         for i, o in enumerate(outcomes):
             if o.outcome == "quarantined":
-                report = reports[i]
-                failed = [
-                    {
-                        "check": c.expectation,
-                        "policy": c.policy,
-                        "observed": c.observed,
-                        "sample": c.sample,
-                    }
-                    for c in report.checks
-                    if not c.success and c.policy == "quarantine-batch"
-                ]
-                self._quarantine_file(
+                self.quarantine.file(
                     o,
                     group[i].path.read_bytes() if group[i].path.exists() else None,
-                    {"failed_checks": failed},
+                    {"failed_checks": failed_checks(reports[i])},
                 )
             if bronze_done is None:
                 self.commits.store_gx_result(group[i], reports[i])
@@ -601,7 +489,7 @@ class Pipeline:
             if total == 0:
                 raise BatchReadError("empty file (only white space)")
         except BatchReadError as exc:
-            return self._quarantine_unread(
+            return self.quarantine.unread(
                 g.path, classify(g.path.name), g.data, g.batch_id, g.arrival_id, exc.reason,
                 g.received_at,
             )
@@ -692,13 +580,7 @@ class Pipeline:
         quality = bookkeeping.quality_rows([g], [report], combined, pd.DataFrame())
         self.commits.append_once("quality_validations", quality, [outcome])
         if outcome.outcome == "quarantined":
-            failed = [
-                {"check": c.expectation, "policy": c.policy, "observed": c.observed,
-                 "sample": c.sample}
-                for c in report.checks
-                if not c.success and c.policy == "quarantine-batch"
-            ]
-            self._quarantine_file(outcome, g.data, {"failed_checks": failed})
+            self.quarantine.file(outcome, g.data, {"failed_checks": failed_checks(report)})
         self.commits.store_gx_result(g, report)
         outcome.timings.update(
             validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
