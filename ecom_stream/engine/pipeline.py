@@ -8,10 +8,7 @@ micro-batch in flight, so after a crash only those are looked up in the tables.
 
 from __future__ import annotations
 
-import dataclasses
-import gc
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 import pyarrow as pa
 
@@ -36,21 +32,19 @@ from ecom_stream.engine.intake import (
     pieces_of,
     unread_batch_id,
 )
-from ecom_stream.engine.memory import cyclic_gc_paused, release_memory, use_system_allocator
+from ecom_stream.engine.memory import LongLived, cyclic_gc_paused, use_system_allocator
+from ecom_stream.engine.pieces import PieceMerge
 from ecom_stream.engine.quarantine import Quarantine, failed_checks
-from ecom_stream.engine.refresh import AFFECTED_KEY, GoldRefresher
+from ecom_stream.engine.refresh import GoldRefresher
+from ecom_stream.engine.silver import MergeParts, Silver
 from ecom_stream.engine.state import BatchState
-from ecom_stream.engine.winners import file_steps, file_warnings
 from ecom_stream.errors import BatchError, BatchReadError
-from ecom_stream.storage.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
+from ecom_stream.storage.lake import BRONZE, Lake
 from ecom_stream.transform import bookkeeping, clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_rows
 from ecom_stream.transform.parse import (
-    LINES_SUFFIXES,
     classify,
     display_name,
-    parse_array_piece,
-    parse_lines_piece,
     parse_records,
     read_bytes,
 )
@@ -94,7 +88,20 @@ class Pipeline:
         # A crash between silver and gold commits left gold behind: catch up now, while the
         # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
         self.gold.bring_up_to_date()
-        self._gc_frozen = False
+        self._long_lived = LongLived()
+        self.silver = Silver(self.lake, settings, self._side)
+        self._pieces = PieceMerge(
+            MergeParts(
+                settings,
+                self.lake,
+                self._validator.result,
+                self._long_lived.freeze,
+                self.commits,
+                self.quarantine,
+                self.gold,
+                self.silver,
+            )
+        )
 
     @property
     def validator(self) -> Any:
@@ -123,15 +130,7 @@ class Pipeline:
         for entity, record in samples.items():
             typed = clean.typed_view(entity, clean.records_frame(entity, [[record]]))
             self.validator.validate(entity, typed, [set(record)])
-        self._freeze_gc()
-
-    def _freeze_gc(self) -> None:
-        if not self._gc_frozen:
-            # Great Expectations leaves ~1M long-lived objects after its first run; moving them
-            # out of the collector's sight keeps every later collection cheap.
-            gc.collect()
-            gc.freeze()
-            self._gc_frozen = True
+        self._long_lived.freeze()
 
     # -- entry point ----------------------------------------------------------------------
     def process(
@@ -285,7 +284,7 @@ class Pipeline:
     # -- stage 2: one micro-batch ---------------------------------------------------------
     def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
         if group[0].pieces:
-            return [self._merge_pieces(group[0])]
+            return [self._pieces.merge(group[0])]
         entity = group[0].entity
         key = S.KEYS[entity]
         t0 = time.perf_counter()
@@ -296,7 +295,7 @@ class Pipeline:
         typed = clean.typed_view(entity, raw, self.settings, [g.received_at for g in group])
         present = [set().union(*map(dict.keys, g.records)) for g in group]
         reports = self.validator.validate(entity, typed, present)
-        self._freeze_gc()
+        self._long_lived.freeze()
         t1 = time.perf_counter()
 
         outcomes = [
@@ -365,16 +364,12 @@ class Pipeline:
         for g in group:
             g.records = []
         try:
-            winners, stored, warnings = self._silver_changes(entity, key, typed_ok)
+            winners, stored, warnings = self.silver.changes(entity, key, typed_ok)
             # Quality rows go first: their domain warnings compare the batch with silver as it
             # was before the merge, which a replay after a crash past the merge could not see.
             quality = bookkeeping.quality_rows(group, reports, warnings, typed_ok)
             self.commits.append_once("quality_validations", quality, outcomes)
-            if not winners.empty:
-                if entity == "orders":
-                    self._merge_orders(winners, stored)
-                else:
-                    self._merge_products(winners, stored)
+            self.silver.merge(entity, winners, stored)
             t2 = time.perf_counter()
             gold_ms = self.gold.bring_up_to_date()
             gold_at = datetime.now(UTC)
@@ -407,189 +402,6 @@ class Pipeline:
                 o.gold_committed_at = gold_at
         return outcomes
 
-    def _piece_frames(
-        self, g: ParsedFile, k: int, offset: int
-    ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
-        """Piece ``k`` of a large file: its records, raw and typed frames (row numbers
-        counted over the file, from ``offset``)."""
-        assert g.data is not None
-        start, end, first = g.pieces[k]
-        depth = self.settings.max_json_depth
-        records = (
-            parse_lines_piece(g.data, start, end, first, offset, depth)
-            if g.name.lower().endswith(LINES_SUFFIXES)
-            else parse_array_piece(g.data, start, end, offset, depth)
-        )
-        raw = clean.records_frame(g.entity, [records])
-        raw["_row_no"] += offset
-        typed = clean.typed_view(g.entity, raw, self.settings, [g.received_at])
-        return records, raw, typed
-
-    def _reject_reasons(
-        self, entity: str, typed: pd.DataFrame, rejected: dict[int, str]
-    ) -> np.ndarray:
-        """Per row, why it is rejected (None: accepted), as in ``_merge_group``."""
-        reason = np.full(len(typed), None, dtype=object)
-        for pos, why in rejected.items():
-            reason[pos] = why
-        for name, mask in clean.row_rules(entity, typed).items():
-            if self.settings.policies.get(name) != "warn":
-                reason[(reason == None) & mask] = name  # noqa: E711
-        return reason
-
-    def _merge_pieces(self, g: ParsedFile) -> FileOutcome:
-        """Merge a file of more rows than a micro-batch holds, piece by piece, so memory is
-        bounded by the piece size and not by the file's.
-
-        Pass 1 validates every piece and keeps only the failing rows and, per accepted row,
-        its key, version and hash: the file's verdict and quality rows are decided over the
-        whole file, and each key's newest version in the file is known. Pass 2 parses again
-        and merges each piece's rows that are the newest of their key in the whole file, so
-        each key is merged once and its domain warning compares it with the state before
-        the file. Bronze and rejected rows are appended under one arrival a piece (a replay
-        skips only the pieces committed); each piece's domain warnings are written to raw/
-        before its merge (a replay after the merge could not compute them again); gold, the
-        quality rows and the ledger row are written once, after the last piece.
-        """
-        from ecom_stream.quality.validate import CheckResult, FileChecks, combine_domain_warnings
-
-        entity, key = g.entity, S.KEYS[g.entity]
-        t0 = time.perf_counter()
-        refresh.heal_order_lines(self.lake)
-        outcome = FileOutcome(
-            g.name, entity, g.batch_id, g.arrival_id, "merged", received_at=g.received_at,
-            source=g.path, timings={"read_ms": g.read_ms},
-        )
-        checks = FileChecks(self.validator, entity)
-        offsets: list[int] = []
-        rejections: list[tuple[np.ndarray, np.ndarray]] = []
-        keys, versions, hashes, rows = [], [], [], []
-        total = 0
-        try:
-            for k in range(len(g.pieces)):
-                records, raw, typed = self._piece_frames(g, k, total)
-                offsets.append(total)
-                present = set().union(*map(dict.keys, records))
-                reason = self._reject_reasons(entity, typed, checks.add(typed, present))
-                bad = np.flatnonzero(reason != None)  # noqa: E711
-                rejections.append((bad, reason[bad]))
-                ok = reason == None  # noqa: E711
-                outcome.rows_rescued += int(raw["_rescued"].notna().sum())
-                keys.append(typed.loc[ok, key].to_numpy(dtype=np.int64))
-                versions.append(
-                    pd.DatetimeIndex(typed.loc[ok, "_version_ts"]).as_unit("ns").asi8
-                )
-                hashes.append(np.array(typed.loc[ok, "_row_hash"].tolist(), dtype="S64"))
-                rows.append(typed.loc[ok, "_row_no"].to_numpy(dtype=np.int64))
-                total += len(records)
-                del records, raw, typed
-                # Great Expectations leaves cycles holding the piece's frames: collect them
-                # now (the cyclic collector is paused while files are processed).
-                release_memory()
-            if total == 0:
-                raise BatchReadError("empty file (only white space)")
-        except BatchReadError as exc:
-            return self.quarantine.unread(
-                g.path, classify(g.path.name), g.data, g.batch_id, g.arrival_id, exc.reason,
-                g.received_at,
-            )
-        self._freeze_gc()
-        report = checks.report()
-        outcome.rows_in = total
-        t1 = time.perf_counter()
-        warnings: list[Any] = []
-        gold_ms = 0.0
-        if report.quarantine_reasons:
-            outcome.outcome = "quarantined"
-            outcome.reason = "; ".join(report.quarantine_reasons)
-        else:
-            # Each key's newest version in the file (newest _version_ts, then largest hash,
-            # then the last row: as clean.newest_per_key over the whole file).
-            kk, vv, hh, rr = (np.concatenate(a) for a in (keys, versions, hashes, rows))
-            order = np.lexsort((rr, hh, vv, kk))
-            last = np.ones(len(order), dtype=bool)
-            last[:-1] = kk[order][1:] != kk[order][:-1]
-            newest = np.zeros(total, dtype=bool)
-            newest[rr[order][last]] = True
-            del keys, versions, hashes, rows, kk, vv, hh, rr, order, last
-            gold_at = time.perf_counter()
-            for k, piece_arrival in enumerate(g.piece_arrivals):
-                records, raw, typed = self._piece_frames(g, k, offsets[k])
-                piece = dataclasses.replace(
-                    g, arrival_id=piece_arrival, records=records, data=None, pieces=[]
-                )
-                owner = dataclasses.replace(outcome, arrival_id=piece_arrival, source=None)
-                bad, why = rejections[k]
-                reason = np.full(len(typed), None, dtype=object)
-                reason[bad] = why
-                rejected = reason != None  # noqa: E711
-                outcome.rows_rejected += int(rejected.sum())
-                outcome.rows_merged += int((~rejected).sum())
-                if rejected.any():
-                    self.commits.append_once(
-                        "rejected_rows",
-                        bookkeeping.rejected_rows(
-                            entity, raw, typed, reason, rejected, [piece], offsets[k]
-                        ),
-                        [owner],
-                    )
-                self.commits.append_once(
-                    BRONZE[entity], bookkeeping.bronze_rows(entity, raw, [piece]), [owner]
-                )
-                mine = ~rejected & newest[typed["_row_no"].to_numpy()]
-                typed_ok = typed[mine].reset_index(drop=True)
-                del records, raw, typed, piece
-                winners, stored, found = self._silver_changes(entity, key, typed_ok)
-                kept = self.lake.raw_path(g.batch_id, f"warnings-{piece_arrival}.json")
-                if kept.exists():
-                    found = [
-                        (0, CheckResult(**c, failing_rows=np.empty(0, np.int64)))
-                        for c in json.loads(kept.read_bytes())
-                    ]
-                else:
-                    atomic_write(
-                        kept,
-                        orjson.dumps([c.to_json() for _, c in found], default=str),
-                        tmp_dir=self.lake.raw_tmp_dir,
-                    )
-                warnings.append([c for _, c in found])
-                if not winners.empty:
-                    if entity == "orders":
-                        self._merge_orders(winners, stored)
-                    else:
-                        self._merge_products(winners, stored)
-                del winners, stored, typed_ok
-                release_memory()
-                # Gold from the commits of several pieces at once (each piece recomputing all
-                # the days it touches re-reads a growing silver), but at least every few
-                # seconds: it reads the silver commit files, kept only 10 s (LOG_RETENTION).
-                if time.perf_counter() - gold_at > GOLD_EVERY_SECONDS:
-                    gold_ms += self.gold.bring_up_to_date()
-                    gold_at = time.perf_counter()
-        t2 = time.perf_counter()
-        if outcome.outcome == "merged":
-            gold_ms += self.gold.bring_up_to_date()
-        by_name: dict[str, list[Any]] = {}
-        for found_list in warnings:
-            for c in found_list:
-                by_name.setdefault(c.expectation, []).append(c)
-        combined = [
-            (0, combine_domain_warnings(entity, parts, self.settings))
-            for parts in by_name.values()
-        ]
-        quality = bookkeeping.quality_rows([g], [report], combined, pd.DataFrame())
-        self.commits.append_once("quality_validations", quality, [outcome])
-        if outcome.outcome == "quarantined":
-            self.quarantine.file(outcome, g.data, {"failed_checks": failed_checks(report)})
-        self.commits.store_gx_result(g, report)
-        outcome.timings.update(
-            validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
-        )
-        if outcome.outcome == "merged":
-            outcome.gold_committed_at = datetime.now(UTC)
-        g.data = None
-        return outcome
-
     def _bookkeep_alongside(
         self,
         entity: str,
@@ -602,72 +414,6 @@ class Pipeline:
         self.commits.append_once(BRONZE[entity], bronze, owners)
         for parsed, report in zip(group, reports, strict=True):
             self.commits.store_gx_result(parsed, report)
-
-    def _silver_changes(
-        self, entity: str, key: str, typed_ok: pd.DataFrame
-    ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, Any]]]:
-        """The rows that win over silver, the stored versions they replace, and the domain
-        warnings of the change as (file index, CheckResult)."""
-        if typed_ok.empty:
-            return pd.DataFrame(), pd.DataFrame(), []
-        cleaned = (clean.clean_products if entity == "products" else clean.clean_orders)(typed_ok)
-        cleaned["_file"] = typed_ok["_file"].to_numpy()
-        batch = clean.newest_per_key(cleaned, key)
-        stored = self.lake.lookup(entity, batch[key].tolist())
-        winners = clean.newer_than_stored(batch, stored, key)
-        if winners.empty:
-            # Nothing beats silver: no file's rows won at their turn either.
-            return winners, stored, []
-        stored_w = stored[stored[key].isin(winners[key])]
-        steps, before = file_steps(cleaned, winners, stored, key)
-        return winners, stored_w, file_warnings(entity, key, steps, before, self.settings)
-
-    def _merge_orders(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
-        old_dates = set(stored["order_date"])
-        new_dates = set(winners["order_date"])
-        affected = refresh.affected_dates_for_orders(
-            winners, stored, self.settings.excluded_statuses
-        )
-        meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
-        lines = clean.order_lines(winners)
-        deletes = clean.removed_lines(winners, stored)
-        dates = old_dates | new_dates
-        # The two merges touch different tables and spend their time in Delta's native code
-        # (the GIL is released): running them side by side uses both cores. They are two
-        # commits, so one can land without the other (disk full, a kill): the marker names
-        # the orders involved, and refresh.heal_order_lines re-derives their lines from
-        # silver/orders before anything reads silver again (the next micro-batch, gold, a
-        # restart). The retry of the files then merges as usual.
-        refresh.lines_merge_starting(self.lake, winners["order_id"].to_numpy())
-        lines_done = self._side.submit(
-            self.lake.merge_lines, lines, deletes, dates=dates, metadata=meta
-        )
-        try:
-            self.lake.merge_upsert(
-                "silver_orders",
-                winners,
-                key="order_id",
-                target_filter=f"t.order_month IN ({months_literal(dates)})",
-                metadata=meta,
-            )
-        finally:
-            lines_done.result()
-        refresh.lines_merge_done(self.lake)
-
-    def _merge_products(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
-        merged = winners.merge(
-            stored[["product_id", "price", "category"]],
-            on="product_id",
-            how="left",
-            suffixes=("", "_old"),
-        )
-        changed = merged[
-            (merged["price"] != merged["price_old"])
-            | (merged["category"] != merged["category_old"])
-        ]
-        affected = self.lake.order_dates_of_products(changed["product_id"].tolist())
-        meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
-        self.lake.merge_upsert(SILVER["products"], winners, key="product_id", metadata=meta)
 
 
 def _build_validator(settings: Settings) -> Any:
