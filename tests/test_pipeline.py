@@ -18,7 +18,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from ecom_stream.config import Settings
-from ecom_stream.engine import pipeline
+from ecom_stream.engine import microbatch
 from ecom_stream.engine.backfill import run_backfill
 from ecom_stream.engine.pipeline import Pipeline
 from ecom_stream.engine.rebuild import rebuild
@@ -309,9 +309,9 @@ def test_a_crash_between_bookkeeping_appends_doubles_no_row(
         lake_dir=settings.lake_dir.parent / "clean-lake",
     )
     shutil.copytree(settings.landing_dir, clean_settings.landing_dir)
-    monkeypatch.setattr(pipeline, "BRONZE_ALONGSIDE_ROWS", 10**9 if bronze_alongside else 0)
+    monkeypatch.setattr(microbatch, "BRONZE_ALONGSIDE_ROWS", 10**9 if bronze_alongside else 0)
     run_backfill(clean_settings, progress=False)
-    monkeypatch.setattr(pipeline, "BRONZE_ALONGSIDE_ROWS", 0 if bronze_alongside else 10**9)
+    monkeypatch.setattr(microbatch, "BRONZE_ALONGSIDE_ROWS", 0 if bronze_alongside else 10**9)
 
     # Fail the chosen commit (an append, or the orders merge) as a crash would interrupt it.
     method = "merge_upsert" if crash_before == "silver_orders" else "append"

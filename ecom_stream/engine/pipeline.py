@@ -12,18 +12,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-
 from ecom_stream.config import Settings
-from ecom_stream.contract import schema as S
-from ecom_stream.engine import refresh
 from ecom_stream.engine.commit import Commits
 from ecom_stream.engine.intake import (
     FIX_NAME,
@@ -33,13 +27,14 @@ from ecom_stream.engine.intake import (
     unread_batch_id,
 )
 from ecom_stream.engine.memory import LongLived, cyclic_gc_paused, use_system_allocator
+from ecom_stream.engine.microbatch import MicroBatch
 from ecom_stream.engine.pieces import PieceMerge
-from ecom_stream.engine.quarantine import Quarantine, failed_checks
+from ecom_stream.engine.quarantine import Quarantine
 from ecom_stream.engine.refresh import GoldRefresher
 from ecom_stream.engine.silver import MergeParts, Silver
 from ecom_stream.engine.state import BatchState
 from ecom_stream.errors import BatchError, BatchReadError
-from ecom_stream.storage.lake import BRONZE, Lake
+from ecom_stream.storage.lake import Lake
 from ecom_stream.transform import bookkeeping, clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_rows
 from ecom_stream.transform.parse import (
@@ -52,10 +47,6 @@ from ecom_stream.transform.parse import (
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
 logger = logging.getLogger(__name__)
-# Micro-batches of at least this many rows append bronze while silver merges (see _merge_group).
-BRONZE_ALONGSIDE_ROWS = 5_000
-# A file merged in pieces refreshes gold at least this often (see _merge_pieces).
-GOLD_EVERY_SECONDS = 4.0
 
 
 class Pipeline:
@@ -89,19 +80,18 @@ class Pipeline:
         # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
         self.gold.bring_up_to_date()
         self._long_lived = LongLived()
-        self.silver = Silver(self.lake, settings, self._side)
-        self._pieces = PieceMerge(
-            MergeParts(
-                settings,
-                self.lake,
-                self._validator.result,
-                self._long_lived.freeze,
-                self.commits,
-                self.quarantine,
-                self.gold,
-                self.silver,
-            )
+        parts = MergeParts(
+            settings,
+            self.lake,
+            self._validator.result,
+            self._long_lived.freeze,
+            self.commits,
+            self.quarantine,
+            self.gold,
+            Silver(self.lake, settings, self._side),
         )
+        self._microbatch = MicroBatch(parts, self._bronze)
+        self._pieces = PieceMerge(parts)
 
     @property
     def validator(self) -> Any:
@@ -160,7 +150,7 @@ class Pipeline:
 
         def flush() -> None:
             nonlocal group, finals
-            done = self.commits.microbatch(group, finals, self._merge_group)
+            done = self.commits.microbatch(group, finals, self._merge)
             for o in done:
                 logger.info("%s", o.log_line())
                 if on_outcome:
@@ -201,7 +191,7 @@ class Pipeline:
         outcome = self.quarantine.outright(path, reason)
         if outcome is None:
             return None
-        return self.commits.microbatch([], [outcome], self._merge_group)[0]
+        return self.commits.microbatch([], [outcome], self._merge)[0]
 
     # -- stage 1: one file ----------------------------------------------------------------
     def _intake(self, path: Path, seen: set[str]) -> ParsedFile | FileOutcome | None:
@@ -282,138 +272,11 @@ class Pipeline:
         )
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
-    def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
+    def _merge(self, group: list[ParsedFile]) -> list[FileOutcome]:
+        """A micro-batch's outcomes: a large file is merged in pieces, else all together."""
         if group[0].pieces:
             return [self._pieces.merge(group[0])]
-        entity = group[0].entity
-        key = S.KEYS[entity]
-        t0 = time.perf_counter()
-        # A merge pair that failed half-way in this process (the daemon carries on with other
-        # files) leaves a marker: heal silver before this micro-batch reads it.
-        refresh.heal_order_lines(self.lake)
-        raw = clean.records_frame(entity, [g.records for g in group])
-        typed = clean.typed_view(entity, raw, self.settings, [g.received_at for g in group])
-        present = [set().union(*map(dict.keys, g.records)) for g in group]
-        reports = self.validator.validate(entity, typed, present)
-        self._long_lived.freeze()
-        t1 = time.perf_counter()
-
-        outcomes = [
-            FileOutcome(
-                g.name,
-                entity,
-                g.batch_id,
-                g.arrival_id,
-                "merged",
-                rows_in=len(g.records),
-                received_at=g.received_at,
-                source=g.path,
-                timings={"read_ms": g.read_ms},
-            )
-            for g in group
-        ]
-        bad_files = {r.file_index for r in reports if r.quarantine_reasons}
-        reject_reason = np.full(len(typed), None, dtype=object)
-        for report in reports:
-            for pos, reason in report.rejected.items():
-                reject_reason[pos] = reason
-        for name, mask in clean.row_rules(entity, typed).items():
-            if self.settings.policies.get(name) != "warn":
-                reject_reason[(reject_reason == None) & mask] = name  # noqa: E711
-        file_idx = typed["_file"].to_numpy()
-        in_bad_file = np.isin(file_idx, list(bad_files))
-        rejected = (reject_reason != None) & ~in_bad_file  # noqa: E711
-        accepted = ~rejected & ~in_bad_file
-
-        for i, o in enumerate(outcomes):
-            rows = file_idx == i
-            o.rows_rescued = int(raw.loc[rows, "_rescued"].notna().sum())
-            if i in bad_files:
-                o.outcome = "quarantined"
-                o.reason = "; ".join(reports[i].quarantine_reasons)
-            else:
-                o.rows_rejected = int((rejected & rows).sum())
-                o.rows_merged = int((accepted & rows).sum())
-
-        rejected_rows = (
-            bookkeeping.rejected_rows(entity, raw, typed, reject_reason, rejected, group)
-            if rejected.any()
-            else None
-        )
-
-        typed_ok = typed[accepted].reset_index(drop=True)
-
-        # Bronze keeps every row of every accepted file, rejected rows included.
-        bronze_owners = [o for o in outcomes if o.outcome == "merged"]
-        bronze_done: Future[None] | None = None
-        bronze_rows: pa.Table | None = None
-        if len(raw) >= BRONZE_ALONGSIDE_ROWS:
-            # A large micro-batch (a backfill, a burst) builds and appends bronze, and writes
-            # the GX result files, on its own thread while silver merges: the merges run in
-            # native code without the GIL, so that Python work overlaps them (-0.3 s a backfill).
-            bronze_done = self._bronze.submit(
-                self._bookkeep_alongside, entity, raw[~in_bad_file], group, bronze_owners, reports
-            )
-        else:
-            # One file (the daemon): built now, appended after gold, off the path from a file
-            # landing to the dashboard seeing it.
-            bronze_rows = bookkeeping.bronze_rows(entity, raw[~in_bad_file], group)
-        # The raw records and frames are not needed past this point: free them before the
-        # merges, which are the other memory peak of a micro-batch.
-        del raw, typed
-        for g in group:
-            g.records = []
-        try:
-            winners, stored, warnings = self.silver.changes(entity, key, typed_ok)
-            # Quality rows go first: their domain warnings compare the batch with silver as it
-            # was before the merge, which a replay after a crash past the merge could not see.
-            quality = bookkeeping.quality_rows(group, reports, warnings, typed_ok)
-            self.commits.append_once("quality_validations", quality, outcomes)
-            self.silver.merge(entity, winners, stored)
-            t2 = time.perf_counter()
-            gold_ms = self.gold.bring_up_to_date()
-            gold_at = datetime.now(UTC)
-        finally:
-            # Even on an error no bronze write may still be in flight when this returns (a
-            # retry's lookup of committed arrivals must see it).
-            if bronze_done is not None:
-                wait([bronze_done])
-        if bronze_done is not None:
-            bronze_done.result()
-        elif bronze_rows is not None:
-            self.commits.append_once(BRONZE[entity], bronze_rows, bronze_owners)
-        if rejected_rows is not None:
-            self.commits.append_once(
-                "rejected_rows", rejected_rows, [o for o in outcomes if o.rows_rejected]
-            )
-        for i, o in enumerate(outcomes):
-            if o.outcome == "quarantined":
-                self.quarantine.file(
-                    o,
-                    group[i].path.read_bytes() if group[i].path.exists() else None,
-                    {"failed_checks": failed_checks(reports[i])},
-                )
-            if bronze_done is None:
-                self.commits.store_gx_result(group[i], reports[i])
-            o.timings.update(
-                validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
-            )
-            if o.outcome == "merged":
-                o.gold_committed_at = gold_at
-        return outcomes
-
-    def _bookkeep_alongside(
-        self,
-        entity: str,
-        raw: pd.DataFrame,
-        group: list[ParsedFile],
-        owners: list[FileOutcome],
-        reports: list[Any],
-    ) -> None:
-        bronze = bookkeeping.bronze_rows(entity, raw, group)
-        self.commits.append_once(BRONZE[entity], bronze, owners)
-        for parsed, report in zip(group, reports, strict=True):
-            self.commits.store_gx_result(parsed, report)
+        return self._microbatch.merge(group)
 
 
 def _build_validator(settings: Settings) -> Any:
