@@ -8,24 +8,16 @@ micro-batch in flight, so after a crash only those are looked up in the tables.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ecom_stream.config import Settings
 from ecom_stream.engine.commit import Commits
-from ecom_stream.engine.intake import (
-    FIX_NAME,
-    arrival_id_of,
-    piece_arrival,
-    pieces_of,
-    unread_batch_id,
-)
+from ecom_stream.engine.intake import Intake, arrival_id_of
 from ecom_stream.engine.memory import LongLived, cyclic_gc_paused, use_system_allocator
 from ecom_stream.engine.microbatch import MicroBatch
 from ecom_stream.engine.pieces import PieceMerge
@@ -33,16 +25,9 @@ from ecom_stream.engine.quarantine import Quarantine
 from ecom_stream.engine.refresh import GoldRefresher
 from ecom_stream.engine.silver import MergeParts, Silver
 from ecom_stream.engine.state import BatchState
-from ecom_stream.errors import BatchError, BatchReadError
 from ecom_stream.storage.lake import Lake
-from ecom_stream.transform import bookkeeping, clean
+from ecom_stream.transform import clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_rows
-from ecom_stream.transform.parse import (
-    classify,
-    display_name,
-    parse_records,
-    read_bytes,
-)
 
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
@@ -72,10 +57,12 @@ class Pipeline:
         # process holds the writer lock, so no one else is writing them.
         self.lake.remove_stale_temp_files()
         self.gold = GoldRefresher(self.lake, settings)
-        self._received_at = received_at
         self.state = BatchState(self.lake)
         self.commits = Commits(self.lake, self.state, keep_source=keep_source)
         self.quarantine = Quarantine(settings, self.lake, self.state, self.commits)
+        self.intake = Intake(
+            settings, self.lake, self.state, self.commits, self.quarantine, received_at
+        )
         # A crash between silver and gold commits left gold behind: catch up now, while the
         # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
         self.gold.bring_up_to_date()
@@ -159,7 +146,7 @@ class Pipeline:
             group, finals = [], []
 
         for path in ordered:
-            item = self._intake(path, seen)
+            item = self.intake.take(path, seen)
             if item is None:
                 continue
             if isinstance(item, FileOutcome):
@@ -192,84 +179,6 @@ class Pipeline:
         if outcome is None:
             return None
         return self.commits.microbatch([], [outcome], self._merge)[0]
-
-    # -- stage 1: one file ----------------------------------------------------------------
-    def _intake(self, path: Path, seen: set[str]) -> ParsedFile | FileOutcome | None:
-        kind = classify(path.name)
-        if kind.action == "ignore" or (path.is_dir() and not path.is_symlink()):
-            return None
-        started = time.perf_counter()
-        received = (self._received_at(path) if self._received_at else None) or datetime.now(UTC)
-        try:
-            data = read_bytes(path, self.settings.max_file_bytes)
-        except FileNotFoundError:
-            return None  # moved away since it was listed
-        except BatchError as exc:
-            return self.quarantine.unreadable(path, kind, None, exc.reason, received)
-        # A file quarantined for its name is recorded under its bytes and name together: the
-        # same bytes under a fixed name are a new batch (content alone decides duplicates).
-        if kind.action == "quarantine":
-            batch_id = unread_batch_id(data, path)
-        else:
-            batch_id = hashlib.sha256(data).hexdigest()
-        arrival = arrival_id_of(batch_id, path)
-        if self.state.recorded(arrival):
-            # Recorded before a crash or stop, but not yet removed from landing.
-            self.commits.remove_source(path, batch_id, arrival)
-            return None
-        if batch_id in seen or self.state.already_done(batch_id):
-            return FileOutcome(
-                display_name(path.name),
-                kind.entity,
-                batch_id,
-                arrival,
-                "duplicate",
-                reason="same bytes as a batch already processed",
-                received_at=received,
-                source=path,
-            )
-        seen.add(batch_id)
-        if kind.action == "quarantine":
-            return self.quarantine.unread(
-                path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
-            )
-        pieces = pieces_of(data, kind.fmt or "array", self.settings.microbatch_max_rows)
-        if pieces:
-            self.lake.store_raw(
-                batch_id,
-                path.name,
-                data,
-                bookkeeping.raw_meta(path.name, kind, batch_id, received),
-            )
-            return ParsedFile(
-                path, path.name, kind.entity or "", batch_id, arrival, [], received,
-                (time.perf_counter() - started) * 1000, data=data, pieces=pieces,
-                piece_arrivals=[piece_arrival(arrival, k) for k in range(len(pieces))],
-            )
-        try:
-            records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
-        except BatchReadError as exc:
-            return self.quarantine.unread(
-                path, kind, data, batch_id, arrival, exc.reason, received
-            )
-        self.lake.store_raw(
-            batch_id, path.name, data, bookkeeping.raw_meta(path.name, kind, batch_id, received)
-        )
-        read_ms = (time.perf_counter() - started) * 1000
-        if not records:
-            return FileOutcome(
-                path.name,
-                kind.entity,
-                batch_id,
-                arrival,
-                "empty",
-                received_at=received,
-                timings={"read_ms": read_ms},
-                source=path,
-            )
-        return ParsedFile(
-            path, path.name, kind.entity or "", batch_id, arrival, records, received, read_ms
-        )
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
     def _merge(self, group: list[ParsedFile]) -> list[FileOutcome]:
