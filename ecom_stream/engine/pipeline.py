@@ -55,7 +55,7 @@ class Pipeline:
         self.lake.ensure_tables()
         # Partial raw or quarantine copies of an interrupted write (a full disk, a kill): this
         # process holds the writer lock, so no one else is writing them.
-        self.lake.remove_stale_temp_files()
+        self.lake.blobs.remove_stale_temp_files()
         self.gold = GoldRefresher(self.lake, settings)
         self.state = BatchState(self.lake)
         self.commits = Commits(self.lake, self.state, keep_source=keep_source)
