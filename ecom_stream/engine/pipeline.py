@@ -1,9 +1,11 @@
-"""Chains the stages for a set of batch files: read -> validate -> clean -> merge -> gold -> ledger.
+"""Chains the stages for a set of batch files: intake -> micro-batch merge -> commit.
 
-Crash safety: every commit is either idempotent by nature (newer-wins merges, gold recomputed
-from silver) or an append whose rows name the file's arrival id; the ledger row is the last
-commit and the source file is removed only after it. A marker file lists the arrivals of the
-micro-batch in flight, so after a crash only those are looked up in the tables.
+``intake.Intake`` reads each file; files of one entity are grouped into micro-batches, merged
+by ``microbatch.MicroBatch`` (a large file by ``pieces.PieceMerge``) and recorded by
+``commit.Commits``. Crash safety: every commit is either idempotent by nature (newer-wins
+merges, gold recomputed from silver) or an append whose rows name the file's arrival id; the
+ledger row is the last commit and the source file is removed only after it. A marker file
+lists the arrivals of the micro-batch in flight, so after a crash only those are looked up.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Pipeline:
             settings, self.lake, self.state, self.commits, self.quarantine, received_at
         )
         # A crash between silver and gold commits left gold behind: catch up now, while the
-        # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
+        # silver commit history it reads is still kept (see LOG_RETENTION in storage/layout.py).
         self.gold.bring_up_to_date()
         self._long_lived = LongLived()
         parts = MergeParts(

@@ -1,5 +1,6 @@
 """The steps a micro-batch of whole files and a file merged in pieces share: why rows are
-rejected, which rows win over silver (and their domain warnings), and the silver merges."""
+rejected, which rows win over silver (and their domain warnings), and the silver merges; and
+``MergeParts``, the parts both merges work with."""
 
 from __future__ import annotations
 
