@@ -17,8 +17,8 @@ from conftest import REPO, run_cli
 from deltalake import DeltaTable
 
 from ecom_stream.config import Settings
-from ecom_stream.engine import pipeline as pipeline_module
 from ecom_stream.engine.backfill import run_backfill
+from ecom_stream.engine.commit import Commits
 from ecom_stream.engine.rebuild import rebuild
 from ecom_stream.errors import ConfigError, LakeDamagedError
 from ecom_stream.service.daemon import Daemon
@@ -223,7 +223,7 @@ def test_an_interrupted_rebuild_is_marked_incomplete_and_refused(
     filled: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "rebuilt"
-    commit = pipeline_module.Pipeline._commit_microbatch
+    commit = Commits.microbatch
     calls = {"n": 0}
 
     def dies_on_the_second(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -232,7 +232,7 @@ def test_an_interrupted_rebuild_is_marked_incomplete_and_refused(
             raise KeyboardInterrupt  # as good as a kill: the rebuild stops half-way
         return commit(self, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module.Pipeline, "_commit_microbatch", dies_on_the_second)
+    monkeypatch.setattr(Commits, "microbatch", dies_on_the_second)
     with pytest.raises(KeyboardInterrupt):
         rebuild(filled.replace(microbatch_max_files=1), target)
     monkeypatch.undo()

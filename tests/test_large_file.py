@@ -15,6 +15,7 @@ from test_pipeline import order, product
 from ecom_stream.config import Settings
 from ecom_stream.engine.backfill import run_backfill
 from ecom_stream.storage.lake import Lake
+from ecom_stream.storage.tables import Tables
 
 BOOKKEEPING = ("bronze_products", "bronze_orders", "rejected_rows", "quarantine_records")
 LEDGER_FACTS = ["file_name", "entity", "outcome", "reason", "rows_in", "rows_merged",
@@ -124,23 +125,23 @@ def test_a_failure_in_a_middle_piece_then_a_retry_doubles_nothing(
     s = Settings(landing_dir=tmp_path / "crash-landing", lake_dir=tmp_path / "crash-lake",
                  microbatch_max_rows=50)
     fill(s.landing_dir, big, big_name)
-    original = getattr(Lake, method)
+    original = getattr(Tables, method)
     calls = {"n": 0}
     target = "silver_orders" if method == "merge_upsert" else "bronze_orders"
 
-    def crash(self: Lake, name: str, *args: Any, **kwargs: Any) -> Any:
+    def crash(self: Tables, name: str, *args: Any, **kwargs: Any) -> Any:
         if name == target:
             calls["n"] += 1
             if calls["n"] == 4:  # the third piece of the large file (orders-0 is the first)
                 raise OSError("simulated crash")
         return original(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(Lake, method, crash)
+    monkeypatch.setattr(Tables, method, crash)
     with pytest.raises(OSError, match="simulated crash"):  # a crash: no retry in-process
         run_backfill(s.replace(backfill_retries=0), progress=False)
     assert Lake(s.lake_dir).inflight_path.exists()
     assert (s.landing_dir / big_name).exists()
-    monkeypatch.setattr(Lake, method, original)
+    monkeypatch.setattr(Tables, method, original)
     run_backfill(s, progress=False)
     tables = [*COMPARED_TABLES, *BOOKKEEPING]
     assert_same_tables(snapshot(s.lake_dir, tables), snapshot(whole.lake_dir, tables))

@@ -18,11 +18,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from ecom_stream.config import Settings
-from ecom_stream.engine import pipeline
+from ecom_stream.engine import microbatch
 from ecom_stream.engine.backfill import run_backfill
 from ecom_stream.engine.pipeline import Pipeline
 from ecom_stream.engine.rebuild import rebuild
 from ecom_stream.storage.lake import Lake
+from ecom_stream.storage.tables import Tables
 
 
 def product(
@@ -308,24 +309,24 @@ def test_a_crash_between_bookkeeping_appends_doubles_no_row(
         lake_dir=settings.lake_dir.parent / "clean-lake",
     )
     shutil.copytree(settings.landing_dir, clean_settings.landing_dir)
-    monkeypatch.setattr(pipeline, "BRONZE_ALONGSIDE_ROWS", 10**9 if bronze_alongside else 0)
+    monkeypatch.setattr(microbatch, "BRONZE_ALONGSIDE_ROWS", 10**9 if bronze_alongside else 0)
     run_backfill(clean_settings, progress=False)
-    monkeypatch.setattr(pipeline, "BRONZE_ALONGSIDE_ROWS", 0 if bronze_alongside else 10**9)
+    monkeypatch.setattr(microbatch, "BRONZE_ALONGSIDE_ROWS", 0 if bronze_alongside else 10**9)
 
     # Fail the chosen commit (an append, or the orders merge) as a crash would interrupt it.
     method = "merge_upsert" if crash_before == "silver_orders" else "append"
-    original = getattr(Lake, method)
+    original = getattr(Tables, method)
 
-    def crash(self: Lake, name: str, *args: Any, **kwargs: Any) -> Any:
+    def crash(self: Tables, name: str, *args: Any, **kwargs: Any) -> Any:
         if name == crash_before:
             raise OSError("simulated crash")
         return original(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(Lake, method, crash)
+    monkeypatch.setattr(Tables, method, crash)
     with pytest.raises(OSError, match="simulated crash"):  # a crash: no retry in-process
         run_backfill(settings.replace(backfill_retries=0), progress=False)
     assert Lake(settings.lake_dir).inflight_path.exists()  # the crashed micro-batch is known
-    monkeypatch.setattr(Lake, method, original)
+    monkeypatch.setattr(Tables, method, original)
     run_backfill(settings, progress=False)
 
     assert not list(settings.landing_dir.iterdir())

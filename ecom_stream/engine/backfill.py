@@ -139,4 +139,4 @@ def _one_line(exc: BaseException) -> str:
 def _lock_path(settings: Settings) -> Path:
     from ecom_stream.storage.lake import Lake
 
-    return Lake(settings.lake_dir).lock_path
+    return Lake(settings.lake_dir).layout.lock_path

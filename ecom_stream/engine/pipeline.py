@@ -1,83 +1,39 @@
-"""Chains the stages for a set of batch files: read -> validate -> clean -> merge -> gold -> ledger.
+"""Chains the stages for a set of batch files: intake -> micro-batch merge -> commit.
 
-Crash safety: every commit is either idempotent by nature (newer-wins merges, gold recomputed
-from silver) or an append whose rows name the file's arrival id; the ledger row is the last
-commit and the source file is removed only after it. A marker file lists the arrivals of the
-micro-batch in flight, so after a crash only those are looked up in the tables.
+``intake.Intake`` reads each file; files of one entity are grouped into micro-batches, merged
+by ``microbatch.MicroBatch`` (a large file by ``pieces.PieceMerge``) and recorded by
+``commit.Commits``. Crash safety: every commit is either idempotent by nature (newer-wins
+merges, gold recomputed from silver) or an append whose rows name the file's arrival id; the
+ledger row is the last commit and the source file is removed only after it. A marker file
+lists the arrivals of the micro-batch in flight, so after a crash only those are looked up.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import gc
-import hashlib
-import json
 import logging
-import os
-import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from ecom_stream.config import Settings
-from ecom_stream.contract import schema as S
-from ecom_stream.engine import refresh
-from ecom_stream.engine.intake import (
-    FIX_CONTENT,
-    FIX_LINK,
-    FIX_NAME,
-    FIX_OUTSIDE,
-    FIX_SPECIAL,
-    arrival_id_of,
-    file_stamp,
-    piece_arrival,
-    pieces_of,
-    unread_batch_id,
-)
-from ecom_stream.engine.memory import cyclic_gc_paused, release_memory, use_system_allocator
-from ecom_stream.engine.refresh import AFFECTED_KEY, GoldRefresher
+from ecom_stream.engine.commit import Commits
+from ecom_stream.engine.intake import Intake, arrival_id_of
+from ecom_stream.engine.memory import LongLived, cyclic_gc_paused, use_system_allocator
+from ecom_stream.engine.microbatch import MicroBatch
+from ecom_stream.engine.pieces import PieceMerge
+from ecom_stream.engine.quarantine import Quarantine
+from ecom_stream.engine.refresh import GoldRefresher
+from ecom_stream.engine.silver import MergeParts, Silver
 from ecom_stream.engine.state import BatchState
-from ecom_stream.engine.winners import file_steps, file_warnings
-from ecom_stream.errors import BatchError, BatchReadError
-from ecom_stream.storage.lake import BRONZE, SILVER, Lake, atomic_write, months_literal
-from ecom_stream.transform import bookkeeping, clean
+from ecom_stream.storage.lake import Lake
+from ecom_stream.transform import clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_rows
-from ecom_stream.transform.parse import (
-    LINES_SUFFIXES,
-    FileKind,
-    classify,
-    display_name,
-    name_problem,
-    parse_array_piece,
-    parse_lines_piece,
-    parse_records,
-    read_bytes,
-)
 
 __all__ = ["FileOutcome", "Pipeline", "arrival_id_of", "ledger_rows"]
 
 logger = logging.getLogger(__name__)
-# Micro-batches of at least this many rows append bronze while silver merges (see _merge_group).
-BRONZE_ALONGSIDE_ROWS = 5_000
-# A file merged in pieces refreshes gold at least this often (see _merge_pieces).
-GOLD_EVERY_SECONDS = 4.0
-# The tables whose versions a ledger row records (what the batch produced).
-LEDGER_VERSIONED = (
-    "silver_products",
-    "silver_orders",
-    "silver_order_lines",
-    "daily_revenue",
-    "revenue_anomalies",
-)
 
 
 class Pipeline:
@@ -101,16 +57,30 @@ class Pipeline:
         self.lake.ensure_tables()
         # Partial raw or quarantine copies of an interrupted write (a full disk, a kill): this
         # process holds the writer lock, so no one else is writing them.
-        self.lake.remove_stale_temp_files()
+        self.lake.blobs.remove_stale_temp_files()
         self.gold = GoldRefresher(self.lake, settings)
-        self.keep_source = keep_source
-        self._received_at = received_at
         self.state = BatchState(self.lake)
+        self.commits = Commits(self.lake, self.state, keep_source=keep_source)
+        self.quarantine = Quarantine(settings, self.lake, self.state, self.commits)
+        self.intake = Intake(
+            settings, self.lake, self.state, self.commits, self.quarantine, received_at
+        )
         # A crash between silver and gold commits left gold behind: catch up now, while the
-        # silver commit history it reads is still kept (see LOG_RETENTION in lake.py).
+        # silver commit history it reads is still kept (see LOG_RETENTION in storage/layout.py).
         self.gold.bring_up_to_date()
-        self._gc_frozen = False
-        self._microbatches = 0
+        self._long_lived = LongLived()
+        parts = MergeParts(
+            settings,
+            self.lake,
+            self._validator.result,
+            self._long_lived.freeze,
+            self.commits,
+            self.quarantine,
+            self.gold,
+            Silver(self.lake, settings, self._side),
+        )
+        self._microbatch = MicroBatch(parts, self._bronze)
+        self._pieces = PieceMerge(parts)
 
     @property
     def validator(self) -> Any:
@@ -139,15 +109,7 @@ class Pipeline:
         for entity, record in samples.items():
             typed = clean.typed_view(entity, clean.records_frame(entity, [[record]]))
             self.validator.validate(entity, typed, [set(record)])
-        self._freeze_gc()
-
-    def _freeze_gc(self) -> None:
-        if not self._gc_frozen:
-            # Great Expectations leaves ~1M long-lived objects after its first run; moving them
-            # out of the collector's sight keeps every later collection cheap.
-            gc.collect()
-            gc.freeze()
-            self._gc_frozen = True
+        self._long_lived.freeze()
 
     # -- entry point ----------------------------------------------------------------------
     def process(
@@ -177,7 +139,7 @@ class Pipeline:
 
         def flush() -> None:
             nonlocal group, finals
-            done = self._commit_microbatch(group, finals)
+            done = self.commits.microbatch(group, finals, self._merge)
             for o in done:
                 logger.info("%s", o.log_line())
                 if on_outcome:
@@ -186,7 +148,7 @@ class Pipeline:
             group, finals = [], []
 
         for path in ordered:
-            item = self._intake(path, seen)
+            item = self.intake.take(path, seen)
             if item is None:
                 continue
             if isinstance(item, FileOutcome):
@@ -215,671 +177,17 @@ class Pipeline:
 
     def quarantine_path(self, path: Path, reason: str) -> FileOutcome | None:
         """Quarantine one file outright (for example after repeated unexpected failures)."""
-        kind = classify(path.name)
-        try:
-            data: bytes | None = read_bytes(path, self.settings.max_file_bytes)
-        except FileNotFoundError:
+        outcome = self.quarantine.outright(path, reason)
+        if outcome is None:
             return None
-        except BatchError:
-            data = None
-        batch_id = unread_batch_id(data, path)
-        outcome = self._quarantine_unread(
-            path,
-            kind,
-            data,
-            batch_id,
-            arrival_id_of(batch_id, path),
-            reason,
-            datetime.now(UTC),
-            fix=FIX_OUTSIDE,
-        )
-        return self._commit_microbatch([], [outcome])[0]
-
-    # -- stage 1: one file ----------------------------------------------------------------
-    def _intake(self, path: Path, seen: set[str]) -> ParsedFile | FileOutcome | None:
-        kind = classify(path.name)
-        if kind.action == "ignore" or (path.is_dir() and not path.is_symlink()):
-            return None
-        started = time.perf_counter()
-        received = (self._received_at(path) if self._received_at else None) or datetime.now(UTC)
-        try:
-            data = read_bytes(path, self.settings.max_file_bytes)
-        except FileNotFoundError:
-            return None  # moved away since it was listed
-        except BatchError as exc:
-            return self._unreadable(path, kind, None, exc.reason, received)
-        # A file quarantined for its name is recorded under its bytes and name together: the
-        # same bytes under a fixed name are a new batch (content alone decides duplicates).
-        if kind.action == "quarantine":
-            batch_id = unread_batch_id(data, path)
-        else:
-            batch_id = hashlib.sha256(data).hexdigest()
-        arrival = arrival_id_of(batch_id, path)
-        if self.state.recorded(arrival):
-            # Recorded before a crash or stop, but not yet removed from landing.
-            self._remove_source(path, batch_id, arrival)
-            return None
-        if batch_id in seen or self.state.already_done(batch_id):
-            return FileOutcome(
-                display_name(path.name),
-                kind.entity,
-                batch_id,
-                arrival,
-                "duplicate",
-                reason="same bytes as a batch already processed",
-                received_at=received,
-                source=path,
-            )
-        seen.add(batch_id)
-        if kind.action == "quarantine":
-            return self._quarantine_unread(
-                path, kind, data, batch_id, arrival, kind.reason or "", received, fix=FIX_NAME
-            )
-        pieces = pieces_of(data, kind.fmt or "array", self.settings.microbatch_max_rows)
-        if pieces:
-            self.lake.store_raw(
-                batch_id,
-                path.name,
-                data,
-                bookkeeping.raw_meta(path.name, kind, batch_id, received),
-            )
-            return ParsedFile(
-                path, path.name, kind.entity or "", batch_id, arrival, [], received,
-                (time.perf_counter() - started) * 1000, data=data, pieces=pieces,
-                piece_arrivals=[piece_arrival(arrival, k) for k in range(len(pieces))],
-            )
-        try:
-            records = parse_records(data, kind.fmt or "array", self.settings.max_json_depth)
-        except BatchReadError as exc:
-            return self._quarantine_unread(
-                path, kind, data, batch_id, arrival, exc.reason, received
-            )
-        self.lake.store_raw(
-            batch_id, path.name, data, bookkeeping.raw_meta(path.name, kind, batch_id, received)
-        )
-        read_ms = (time.perf_counter() - started) * 1000
-        if not records:
-            return FileOutcome(
-                path.name,
-                kind.entity,
-                batch_id,
-                arrival,
-                "empty",
-                received_at=received,
-                timings={"read_ms": read_ms},
-                source=path,
-            )
-        return ParsedFile(
-            path, path.name, kind.entity or "", batch_id, arrival, records, received, read_ms
-        )
-
-    def _unreadable(
-        self, path: Path, kind: FileKind, data: bytes | None, reason: str, received: datetime
-    ) -> FileOutcome:
-        target = os.readlink(path) if path.is_symlink() else ""
-        # Nothing was read, so the entry's identity (inode, mtime, size) tells two files of
-        # the same name apart: each is kept in quarantine.
-        batch_id = unread_batch_id(data, path, target, reason, file_stamp(path))
-        arrival = arrival_id_of(batch_id, path)
-        # (Requeued since, the same entry is handled again: requeue moves it back whole.)
-        if (
-            self.state.recorded(arrival)
-            and self.state.already_done(batch_id)
-        ):
-            if self.lake.left_in_landing(display_name(path.name), batch_id):
-                return None  # recorded already; it stays until its cause is fixed
-            self._remove_source(path, batch_id, arrival)
-            return FileOutcome(display_name(path.name), kind.entity, batch_id, arrival, "recovered")
-        # The hint follows the reason (why it was not read), even when the name is bad too.
-        fix = FIX_LINK if path.is_symlink() else FIX_OUTSIDE if path.is_file() else FIX_SPECIAL
-        return self._quarantine_unread(
-            path, kind, data, batch_id, arrival, reason, received, fix=fix
-        )
-
-    def _quarantine_unread(
-        self,
-        path: Path,
-        kind: FileKind,
-        data: bytes | None,
-        batch_id: str,
-        arrival: str,
-        reason: str,
-        received: datetime,
-        *,
-        fix: str = FIX_CONTENT,
-    ) -> FileOutcome:
-        if data is not None and name_problem(path.name) is None:
-            # (A name the lake cannot store is kept in quarantine only, under a safe name:
-            # a replay of raw/ would only quarantine it again.)
-            self.lake.store_raw(
-                batch_id, path.name, data, bookkeeping.raw_meta(path.name, kind, batch_id, received)
-            )
-        outcome = FileOutcome(
-            display_name(path.name),
-            kind.entity,
-            batch_id,
-            arrival,
-            "quarantined",
-            reason=reason,
-            received_at=received,
-            source=path,
-        )
-        self._quarantine_file(
-            outcome, data, {"failed_checks": [{"check": "readable", "observed": reason}]}, fix
-        )
-        return outcome
-
-    def _quarantine_file(
-        self,
-        outcome: FileOutcome,
-        data: bytes | None,
-        details: dict[str, Any],
-        fix: str = FIX_CONTENT,
-    ) -> None:
-        reason = {
-            "file": outcome.name,
-            "batch_id": outcome.batch_id,
-            "entity": outcome.entity,
-            "reason": outcome.reason,
-            **details,
-            "quarantined_at": datetime.now(UTC).isoformat(),
-            "fix": fix,
-        }
-        assert outcome.source is not None
-        # The name exactly as it was in landing (it may not be UTF-8), for `requeue`.
-        reason["name_hex"] = os.fsencode(outcome.source.name).hex()
-        target = self.lake.store_quarantined(outcome.source, data, outcome.name, reason)
-        outcome.quarantined_as = target.name
-        if data is None and not os.path.lexists(target):
-            outcome.source = None  # it could not be moved into quarantine: it stays in landing
+        return self.commits.microbatch([], [outcome], self._merge)[0]
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
-    def _commit_microbatch(
-        self, group: list[ParsedFile], finals: list[FileOutcome]
-    ) -> list[FileOutcome]:
-        arrivals = [g.arrival_id for g in group] + [f.arrival_id for f in finals]
-        # A file merged in pieces appends bronze and rejected rows under one arrival a piece.
-        arrivals += [a for g in group for a in g.piece_arrivals]
-        self.state.begin(arrivals)
-        try:
-            return self._commit_outcomes(group, finals, arrivals)
-        except BaseException:
-            self.state.failed(arrivals)
-            raise
-
-    def _commit_outcomes(
-        self, group: list[ParsedFile], finals: list[FileOutcome], arrivals: list[str]
-    ) -> list[FileOutcome]:
-        outcomes = self._merge_group(group) if group else []
-        outcomes += finals
-        quarantined = [o for o in outcomes if o.outcome == "quarantined"]
-        if quarantined:
-            rows = bookkeeping.quarantine_rows(quarantined)
-            self._append_once("quarantine_records", rows, quarantined)
-        versions = {name: self.lake.version(name) for name in LEDGER_VERSIONED}
-        self._append_ledger(outcomes, versions, len(group) + len(finals))
-        # Raw copies were written without fsync; one filesystem sync makes them durable before
-        # any source file leaves landing (one call instead of one fsync per file).
-        self.lake.sync()
-        self.lake.note_versions()  # after the sync: never ahead of a durable commit
-        for o in outcomes:
-            self.state.note(o)
-            if o.source is not None:
-                self._remove_source(o.source, o.batch_id, o.arrival_id)
-        self.state.settle(arrivals)
-        self._microbatches += 1
-        if sum(o.rows_in for o in outcomes) >= 10_000 or self._microbatches % 50 == 0:
-            release_memory()
-        return outcomes
-
-    def _merge_group(self, group: list[ParsedFile]) -> list[FileOutcome]:
+    def _merge(self, group: list[ParsedFile]) -> list[FileOutcome]:
+        """A micro-batch's outcomes: a large file is merged in pieces, else all together."""
         if group[0].pieces:
-            return [self._merge_pieces(group[0])]
-        entity = group[0].entity
-        key = S.KEYS[entity]
-        t0 = time.perf_counter()
-        # A merge pair that failed half-way in this process (the daemon carries on with other
-        # files) leaves a marker: heal silver before this micro-batch reads it.
-        refresh.heal_order_lines(self.lake)
-        raw = clean.records_frame(entity, [g.records for g in group])
-        typed = clean.typed_view(entity, raw, self.settings, [g.received_at for g in group])
-        present = [set().union(*map(dict.keys, g.records)) for g in group]
-        reports = self.validator.validate(entity, typed, present)
-        self._freeze_gc()
-        t1 = time.perf_counter()
-
-        outcomes = [
-            FileOutcome(
-                g.name,
-                entity,
-                g.batch_id,
-                g.arrival_id,
-                "merged",
-                rows_in=len(g.records),
-                received_at=g.received_at,
-                source=g.path,
-                timings={"read_ms": g.read_ms},
-            )
-            for g in group
-        ]
-        bad_files = {r.file_index for r in reports if r.quarantine_reasons}
-        reject_reason = np.full(len(typed), None, dtype=object)
-        for report in reports:
-            for pos, reason in report.rejected.items():
-                reject_reason[pos] = reason
-        for name, mask in clean.row_rules(entity, typed).items():
-            if self.settings.policies.get(name) != "warn":
-                reject_reason[(reject_reason == None) & mask] = name  # noqa: E711
-        file_idx = typed["_file"].to_numpy()
-        in_bad_file = np.isin(file_idx, list(bad_files))
-        rejected = (reject_reason != None) & ~in_bad_file  # noqa: E711
-        accepted = ~rejected & ~in_bad_file
-
-        for i, o in enumerate(outcomes):
-            rows = file_idx == i
-            o.rows_rescued = int(raw.loc[rows, "_rescued"].notna().sum())
-            if i in bad_files:
-                o.outcome = "quarantined"
-                o.reason = "; ".join(reports[i].quarantine_reasons)
-            else:
-                o.rows_rejected = int((rejected & rows).sum())
-                o.rows_merged = int((accepted & rows).sum())
-
-        rejected_rows = (
-            bookkeeping.rejected_rows(entity, raw, typed, reject_reason, rejected, group)
-            if rejected.any()
-            else None
-        )
-
-        typed_ok = typed[accepted].reset_index(drop=True)
-
-        # Bronze keeps every row of every accepted file, rejected rows included.
-        bronze_owners = [o for o in outcomes if o.outcome == "merged"]
-        bronze_done: Future[None] | None = None
-        bronze_rows: pa.Table | None = None
-        if len(raw) >= BRONZE_ALONGSIDE_ROWS:
-            # A large micro-batch (a backfill, a burst) builds and appends bronze, and writes
-            # the GX result files, on its own thread while silver merges: the merges run in
-            # native code without the GIL, so that Python work overlaps them (-0.3 s a backfill).
-            bronze_done = self._bronze.submit(
-                self._bookkeep_alongside, entity, raw[~in_bad_file], group, bronze_owners, reports
-            )
-        else:
-            # One file (the daemon): built now, appended after gold, off the path from a file
-            # landing to the dashboard seeing it.
-            bronze_rows = bookkeeping.bronze_rows(entity, raw[~in_bad_file], group)
-        # The raw records and frames are not needed past this point: free them before the
-        # merges, which are the other memory peak of a micro-batch.
-        del raw, typed
-        for g in group:
-            g.records = []
-        try:
-            winners, stored, warnings = self._silver_changes(entity, key, typed_ok)
-            # Quality rows go first: their domain warnings compare the batch with silver as it
-            # was before the merge, which a replay after a crash past the merge could not see.
-            quality = bookkeeping.quality_rows(group, reports, warnings, typed_ok)
-            self._append_once("quality_validations", quality, outcomes)
-            if not winners.empty:
-                if entity == "orders":
-                    self._merge_orders(winners, stored)
-                else:
-                    self._merge_products(winners, stored)
-            t2 = time.perf_counter()
-            gold_ms = self.gold.bring_up_to_date()
-            gold_at = datetime.now(UTC)
-        finally:
-            # Even on an error no bronze write may still be in flight when this returns (a
-            # retry's lookup of committed arrivals must see it).
-            if bronze_done is not None:
-                wait([bronze_done])
-        if bronze_done is not None:
-            bronze_done.result()
-        elif bronze_rows is not None:
-            self._append_once(BRONZE[entity], bronze_rows, bronze_owners)
-        if rejected_rows is not None:
-            self._append_once(
-                "rejected_rows", rejected_rows, [o for o in outcomes if o.rows_rejected]
-            )
-        for i, o in enumerate(outcomes):
-            if o.outcome == "quarantined":
-                report = reports[i]
-                failed = [
-                    {
-                        "check": c.expectation,
-                        "policy": c.policy,
-                        "observed": c.observed,
-                        "sample": c.sample,
-                    }
-                    for c in report.checks
-                    if not c.success and c.policy == "quarantine-batch"
-                ]
-                self._quarantine_file(
-                    o,
-                    group[i].path.read_bytes() if group[i].path.exists() else None,
-                    {"failed_checks": failed},
-                )
-            if bronze_done is None:
-                self._store_gx_result(group[i], reports[i])
-            o.timings.update(
-                validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
-            )
-            if o.outcome == "merged":
-                o.gold_committed_at = gold_at
-        return outcomes
-
-    def _piece_frames(
-        self, g: ParsedFile, k: int, offset: int
-    ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
-        """Piece ``k`` of a large file: its records, raw and typed frames (row numbers
-        counted over the file, from ``offset``)."""
-        assert g.data is not None
-        start, end, first = g.pieces[k]
-        depth = self.settings.max_json_depth
-        records = (
-            parse_lines_piece(g.data, start, end, first, offset, depth)
-            if g.name.lower().endswith(LINES_SUFFIXES)
-            else parse_array_piece(g.data, start, end, offset, depth)
-        )
-        raw = clean.records_frame(g.entity, [records])
-        raw["_row_no"] += offset
-        typed = clean.typed_view(g.entity, raw, self.settings, [g.received_at])
-        return records, raw, typed
-
-    def _reject_reasons(
-        self, entity: str, typed: pd.DataFrame, rejected: dict[int, str]
-    ) -> np.ndarray:
-        """Per row, why it is rejected (None: accepted), as in ``_merge_group``."""
-        reason = np.full(len(typed), None, dtype=object)
-        for pos, why in rejected.items():
-            reason[pos] = why
-        for name, mask in clean.row_rules(entity, typed).items():
-            if self.settings.policies.get(name) != "warn":
-                reason[(reason == None) & mask] = name  # noqa: E711
-        return reason
-
-    def _merge_pieces(self, g: ParsedFile) -> FileOutcome:
-        """Merge a file of more rows than a micro-batch holds, piece by piece, so memory is
-        bounded by the piece size and not by the file's.
-
-        Pass 1 validates every piece and keeps only the failing rows and, per accepted row,
-        its key, version and hash: the file's verdict and quality rows are decided over the
-        whole file, and each key's newest version in the file is known. Pass 2 parses again
-        and merges each piece's rows that are the newest of their key in the whole file, so
-        each key is merged once and its domain warning compares it with the state before
-        the file. Bronze and rejected rows are appended under one arrival a piece (a replay
-        skips only the pieces committed); each piece's domain warnings are written to raw/
-        before its merge (a replay after the merge could not compute them again); gold, the
-        quality rows and the ledger row are written once, after the last piece.
-        """
-        from ecom_stream.quality.validate import CheckResult, FileChecks, combine_domain_warnings
-
-        entity, key = g.entity, S.KEYS[g.entity]
-        t0 = time.perf_counter()
-        refresh.heal_order_lines(self.lake)
-        outcome = FileOutcome(
-            g.name, entity, g.batch_id, g.arrival_id, "merged", received_at=g.received_at,
-            source=g.path, timings={"read_ms": g.read_ms},
-        )
-        checks = FileChecks(self.validator, entity)
-        offsets: list[int] = []
-        rejections: list[tuple[np.ndarray, np.ndarray]] = []
-        keys, versions, hashes, rows = [], [], [], []
-        total = 0
-        try:
-            for k in range(len(g.pieces)):
-                records, raw, typed = self._piece_frames(g, k, total)
-                offsets.append(total)
-                present = set().union(*map(dict.keys, records))
-                reason = self._reject_reasons(entity, typed, checks.add(typed, present))
-                bad = np.flatnonzero(reason != None)  # noqa: E711
-                rejections.append((bad, reason[bad]))
-                ok = reason == None  # noqa: E711
-                outcome.rows_rescued += int(raw["_rescued"].notna().sum())
-                keys.append(typed.loc[ok, key].to_numpy(dtype=np.int64))
-                versions.append(
-                    pd.DatetimeIndex(typed.loc[ok, "_version_ts"]).as_unit("ns").asi8
-                )
-                hashes.append(np.array(typed.loc[ok, "_row_hash"].tolist(), dtype="S64"))
-                rows.append(typed.loc[ok, "_row_no"].to_numpy(dtype=np.int64))
-                total += len(records)
-                del records, raw, typed
-                # Great Expectations leaves cycles holding the piece's frames: collect them
-                # now (the cyclic collector is paused while files are processed).
-                release_memory()
-            if total == 0:
-                raise BatchReadError("empty file (only white space)")
-        except BatchReadError as exc:
-            return self._quarantine_unread(
-                g.path, classify(g.path.name), g.data, g.batch_id, g.arrival_id, exc.reason,
-                g.received_at,
-            )
-        self._freeze_gc()
-        report = checks.report()
-        outcome.rows_in = total
-        t1 = time.perf_counter()
-        warnings: list[Any] = []
-        gold_ms = 0.0
-        if report.quarantine_reasons:
-            outcome.outcome = "quarantined"
-            outcome.reason = "; ".join(report.quarantine_reasons)
-        else:
-            # Each key's newest version in the file (newest _version_ts, then largest hash,
-            # then the last row: as clean.newest_per_key over the whole file).
-            kk, vv, hh, rr = (np.concatenate(a) for a in (keys, versions, hashes, rows))
-            order = np.lexsort((rr, hh, vv, kk))
-            last = np.ones(len(order), dtype=bool)
-            last[:-1] = kk[order][1:] != kk[order][:-1]
-            newest = np.zeros(total, dtype=bool)
-            newest[rr[order][last]] = True
-            del keys, versions, hashes, rows, kk, vv, hh, rr, order, last
-            gold_at = time.perf_counter()
-            for k, piece_arrival in enumerate(g.piece_arrivals):
-                records, raw, typed = self._piece_frames(g, k, offsets[k])
-                piece = dataclasses.replace(
-                    g, arrival_id=piece_arrival, records=records, data=None, pieces=[]
-                )
-                owner = dataclasses.replace(outcome, arrival_id=piece_arrival, source=None)
-                bad, why = rejections[k]
-                reason = np.full(len(typed), None, dtype=object)
-                reason[bad] = why
-                rejected = reason != None  # noqa: E711
-                outcome.rows_rejected += int(rejected.sum())
-                outcome.rows_merged += int((~rejected).sum())
-                if rejected.any():
-                    self._append_once(
-                        "rejected_rows",
-                        bookkeeping.rejected_rows(
-                            entity, raw, typed, reason, rejected, [piece], offsets[k]
-                        ),
-                        [owner],
-                    )
-                self._append_once(BRONZE[entity], bookkeeping.bronze_rows(entity, raw, [piece]),
-                                  [owner])
-                mine = ~rejected & newest[typed["_row_no"].to_numpy()]
-                typed_ok = typed[mine].reset_index(drop=True)
-                del records, raw, typed, piece
-                winners, stored, found = self._silver_changes(entity, key, typed_ok)
-                kept = self.lake.raw_path(g.batch_id, f"warnings-{piece_arrival}.json")
-                if kept.exists():
-                    found = [
-                        (0, CheckResult(**c, failing_rows=np.empty(0, np.int64)))
-                        for c in json.loads(kept.read_bytes())
-                    ]
-                else:
-                    atomic_write(
-                        kept,
-                        orjson.dumps([c.to_json() for _, c in found], default=str),
-                        tmp_dir=self.lake.raw_tmp_dir,
-                    )
-                warnings.append([c for _, c in found])
-                if not winners.empty:
-                    if entity == "orders":
-                        self._merge_orders(winners, stored)
-                    else:
-                        self._merge_products(winners, stored)
-                del winners, stored, typed_ok
-                release_memory()
-                # Gold from the commits of several pieces at once (each piece recomputing all
-                # the days it touches re-reads a growing silver), but at least every few
-                # seconds: it reads the silver commit files, kept only 10 s (LOG_RETENTION).
-                if time.perf_counter() - gold_at > GOLD_EVERY_SECONDS:
-                    gold_ms += self.gold.bring_up_to_date()
-                    gold_at = time.perf_counter()
-        t2 = time.perf_counter()
-        if outcome.outcome == "merged":
-            gold_ms += self.gold.bring_up_to_date()
-        by_name: dict[str, list[Any]] = {}
-        for found_list in warnings:
-            for c in found_list:
-                by_name.setdefault(c.expectation, []).append(c)
-        combined = [
-            (0, combine_domain_warnings(entity, parts, self.settings))
-            for parts in by_name.values()
-        ]
-        quality = bookkeeping.quality_rows([g], [report], combined, pd.DataFrame())
-        self._append_once("quality_validations", quality, [outcome])
-        if outcome.outcome == "quarantined":
-            failed = [
-                {"check": c.expectation, "policy": c.policy, "observed": c.observed,
-                 "sample": c.sample}
-                for c in report.checks
-                if not c.success and c.policy == "quarantine-batch"
-            ]
-            self._quarantine_file(outcome, g.data, {"failed_checks": failed})
-        self._store_gx_result(g, report)
-        outcome.timings.update(
-            validate_ms=(t1 - t0) * 1000, merge_ms=(t2 - t1) * 1000, gold_ms=gold_ms
-        )
-        if outcome.outcome == "merged":
-            outcome.gold_committed_at = datetime.now(UTC)
-        g.data = None
-        return outcome
-
-    def _bookkeep_alongside(
-        self,
-        entity: str,
-        raw: pd.DataFrame,
-        group: list[ParsedFile],
-        owners: list[FileOutcome],
-        reports: list[Any],
-    ) -> None:
-        self._append_once(BRONZE[entity], bookkeeping.bronze_rows(entity, raw, group), owners)
-        for parsed, report in zip(group, reports, strict=True):
-            self._store_gx_result(parsed, report)
-
-    def _silver_changes(
-        self, entity: str, key: str, typed_ok: pd.DataFrame
-    ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, Any]]]:
-        """The rows that win over silver, the stored versions they replace, and the domain
-        warnings of the change as (file index, CheckResult)."""
-        if typed_ok.empty:
-            return pd.DataFrame(), pd.DataFrame(), []
-        cleaned = (clean.clean_products if entity == "products" else clean.clean_orders)(typed_ok)
-        cleaned["_file"] = typed_ok["_file"].to_numpy()
-        batch = clean.newest_per_key(cleaned, key)
-        stored = self.lake.lookup(entity, batch[key].tolist())
-        winners = clean.newer_than_stored(batch, stored, key)
-        if winners.empty:
-            # Nothing beats silver: no file's rows won at their turn either.
-            return winners, stored, []
-        stored_w = stored[stored[key].isin(winners[key])]
-        steps, before = file_steps(cleaned, winners, stored, key)
-        return winners, stored_w, file_warnings(entity, key, steps, before, self.settings)
-
-    def _merge_orders(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
-        old_dates = set(stored["order_date"])
-        new_dates = set(winners["order_date"])
-        affected = refresh.affected_dates_for_orders(
-            winners, stored, self.settings.excluded_statuses
-        )
-        meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
-        lines = clean.order_lines(winners)
-        deletes = clean.removed_lines(winners, stored)
-        dates = old_dates | new_dates
-        # The two merges touch different tables and spend their time in Delta's native code
-        # (the GIL is released): running them side by side uses both cores. They are two
-        # commits, so one can land without the other (disk full, a kill): the marker names
-        # the orders involved, and refresh.heal_order_lines re-derives their lines from
-        # silver/orders before anything reads silver again (the next micro-batch, gold, a
-        # restart). The retry of the files then merges as usual.
-        refresh.lines_merge_starting(self.lake, winners["order_id"].to_numpy())
-        lines_done = self._side.submit(
-            self.lake.merge_lines, lines, deletes, dates=dates, metadata=meta
-        )
-        try:
-            self.lake.merge_upsert(
-                "silver_orders",
-                winners,
-                key="order_id",
-                target_filter=f"t.order_month IN ({months_literal(dates)})",
-                metadata=meta,
-            )
-        finally:
-            lines_done.result()
-        refresh.lines_merge_done(self.lake)
-
-    def _merge_products(self, winners: pd.DataFrame, stored: pd.DataFrame) -> None:
-        merged = winners.merge(
-            stored[["product_id", "price", "category"]],
-            on="product_id",
-            how="left",
-            suffixes=("", "_old"),
-        )
-        changed = merged[
-            (merged["price"] != merged["price_old"])
-            | (merged["category"] != merged["category_old"])
-        ]
-        affected = self.lake.order_dates_of_products(changed["product_id"].tolist())
-        meta = {AFFECTED_KEY: json.dumps(sorted(d.isoformat() for d in affected))}
-        self.lake.merge_upsert(SILVER["products"], winners, key="product_id", metadata=meta)
-
-    # -- bookkeeping ----------------------------------------------------------------------
-    def _append_once(
-        self, table: str, rows: pd.DataFrame | pa.Table, owners: Sequence[FileOutcome]
-    ) -> None:
-        """Append rows, each naming its owner's arrival; after a crash, skip the owners whose
-        rows were committed before it (looked up for the arrivals that were in flight only)."""
-        owners = list(owners)
-        if not owners:
-            return
-        suspects = {o.arrival_id for o in owners if o.arrival_id in self.state.suspects}
-        done = self.lake.committed_arrivals(table, suspects)
-        if isinstance(rows, pd.DataFrame):
-            rows = pa.Table.from_pandas(rows, preserve_index=False)
-        if done:
-            column = rows.column(self.lake.arrival_column(table))
-            rows = rows.filter(
-                pc.invert(pc.is_in(column, value_set=pa.array(sorted(done), pa.string())))
-            )
-            owners = [o for o in owners if o.arrival_id not in done]
-        if owners:
-            self.lake.append(table, rows)
-
-    def _append_ledger(
-        self, outcomes: list[FileOutcome], versions: dict[str, int], files: int
-    ) -> None:
-        if outcomes:
-            self.lake.append("ledger", ledger_rows(outcomes, versions, files))
-
-    def _store_gx_result(self, parsed: ParsedFile, report: Any) -> None:
-        # Derived data (the ledger and quality table hold the verdict): no fsync needed.
-        self.lake.write_raw_file(
-            parsed.batch_id, "gx_result.json", orjson.dumps(report.to_json(), default=str)
-        )
-
-    def _remove_source(self, path: Path, batch_id: str, arrival: str) -> None:
-        """Remove a handled file from landing, unless a producer replaced it meanwhile."""
-        if self.keep_source:
-            return
-        if arrival_id_of(batch_id, path) != arrival:
-            if path.exists() or path.is_symlink():
-                logger.warning(
-                    "%s was replaced while being processed: the new file stays in landing",
-                    display_name(path.name),
-                )
-            return
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            return [self._pieces.merge(group[0])]
+        return self._microbatch.merge(group)
 
 
 def _build_validator(settings: Settings) -> Any:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ecom_stream.config import Settings
 from ecom_stream.engine.backfill import BackfillSummary, Progress
@@ -24,20 +24,24 @@ def rebuild(settings: Settings, into: Path) -> BackfillSummary:
     finishes, the new lake carries a marker that ``status`` reports and writers refuse.
     """
     source = Lake(settings.lake_dir)
-    if not source.raw_dir.is_dir():
-        raise ConfigError(f"no raw/ folder in {source.root}: nothing to rebuild from")
+    if not source.layout.raw_dir.is_dir():
+        raise ConfigError(f"no raw/ folder in {source.layout.root}: nothing to rebuild from")
     into = into.absolute()
-    if into == source.root:
+    if into == source.layout.root:
         raise ConfigError("--into must be a new folder, not the live lake")
     if into.exists() and any(into.iterdir()):
         raise ConfigError(f"{into} is not empty: pass a new folder for the rebuilt lake")
     target = settings.replace(lake_dir=into)
-    files = [path for path, _ in source.raw_batches()]
+    batches = source.blobs.raw_batches()
+    files = [path for path, _ in batches]
+    metas = dict(batches)
     summary = BackfillSummary()
     started = datetime.now()
     new = Lake(into)
-    with new.rebuilding(), LakeLock(new.lock_path, "rebuild"):
-        pipeline = Pipeline(target, keep_source=True, received_at=_received_at)
+    with new.integrity.rebuilding(), LakeLock(new.layout.lock_path, "rebuild"):
+        pipeline = Pipeline(
+            target, keep_source=True, received_at=lambda path: _received_at(metas.get(path))
+        )
         bar = Progress(len(files))
         try:
             pipeline.process(files, on_outcome=lambda o: (summary.add(o), bar.step(o)))
@@ -47,9 +51,11 @@ def rebuild(settings: Settings, into: Path) -> BackfillSummary:
     return summary
 
 
-def _received_at(path: Path) -> datetime | None:
+def _received_at(meta: dict[str, Any] | None) -> datetime | None:
+    """When the raw copy's file was first received (its meta.json), if it says."""
+    if meta is None:
+        return None
     try:
-        meta = json.loads((path.parent / "meta.json").read_text())
         return datetime.fromisoformat(meta["received_at"])
-    except (OSError, ValueError, KeyError):
+    except (ValueError, KeyError):
         return None

@@ -81,8 +81,10 @@ def heal_order_lines(lake: Lake) -> int:
     rows = functools.reduce(
         operator.or_, [(oid >= lo) & (oid <= hi) for lo, hi in ranges], pads.scalar(False)
     )
-    orders = lake.read_pandas("silver_orders", columns=LINE_SOURCE_COLS, files=files, rows=rows)
-    present = lake.read_pandas("silver_order_lines", files=files, rows=rows)
+    orders = lake.tables.read_pandas(
+        "silver_orders", columns=LINE_SOURCE_COLS, files=files, rows=rows
+    )
+    present = lake.tables.read_pandas("silver_order_lines", files=files, rows=rows)
     cols = list(S.ORDER_LINES_SCHEMA.names)
     expected = clean.order_lines(orders)[cols] if len(orders) else present.iloc[:0]
     pair = ["order_id", "line_no"]
@@ -99,7 +101,7 @@ def heal_order_lines(lake: Lake) -> int:
             len(deletes),
         )
         dates = set(present["order_date"]) | set(expected["order_date"])
-        lake.merge_lines(upserts, deletes, dates=dates)
+        lake.tables.merge_lines(upserts, deletes, dates=dates)
     lines_merge_done(lake)
     return changed
 
@@ -126,11 +128,11 @@ class GoldRefresher:
 
     def products(self) -> pd.DataFrame:
         """Current silver products (price, category), cached by table version."""
-        version = self.lake.version("silver_products")
+        version = self.lake.tables.version("silver_products")
         if self._products is None or self._products[0] != version:
             self._products = (
                 version,
-                self.lake.read_pandas("silver_products", columns=PRODUCT_COLS),
+                self.lake.tables.read_pandas("silver_products", columns=PRODUCT_COLS),
             )
         return self._products[1]
 
@@ -138,8 +140,8 @@ class GoldRefresher:
         """Recompute what changed since gold was last refreshed; returns milliseconds spent."""
         started = time.perf_counter()
         heal_order_lines(self.lake)  # silver must be consistent before gold reads it
-        mark = self.lake.gold_watermark()
-        current = {t: self.lake.version(t) for t in SOURCES}
+        mark = self.lake.queries.gold_watermark()
+        current = {t: self.lake.tables.version(t) for t in SOURCES}
         if all(mark[t] == current[t] for t in SOURCES):
             return 0.0
         dates = self._pending_dates(mark)
@@ -159,7 +161,7 @@ class GoldRefresher:
             since = mark[table]
             if since is None:
                 return None
-            commits = self.lake.commit_metadata_since(table, since)
+            commits = self.lake.tables.commit_metadata_since(table, since)
             if commits is None:
                 logger.warning(
                     "silver log history before version %s is gone: rebuilding gold", since
@@ -170,10 +172,10 @@ class GoldRefresher:
         return dates
 
     def _update(self, dates: set[date], current: dict[str, int]) -> None:
-        txns = self.lake.watermark_txns(current)
+        txns = self.lake.queries.watermark_txns(current)
         if not dates:
             # Silver moved without touching gold (maintenance, no-op merge): record it only.
-            self.lake.append("revenue_anomalies", _empty("revenue_anomalies"), txns=txns)
+            self.lake.tables.append("revenue_anomalies", _empty("revenue_anomalies"), txns=txns)
             return
         old_daily = self.daily()
         fresh = self._daily_for(dates)
@@ -183,13 +185,13 @@ class GoldRefresher:
         in_range = ~(before | after)
         kept_in_range = old_daily[in_range & ~old_daily["order_date"].isin(dates)]
         replacement = _sorted(pd.concat([kept_in_range, fresh], ignore_index=True))
-        self.lake.replace_where(
+        self.lake.tables.replace_where(
             "daily_revenue", replacement, f"order_date >= '{lo}' AND order_date <= '{hi}'"
         )
         # old_daily is sorted by (order_date, category): the rows before and after the range
         # keep their order, so the new table needs no sort of its whole length.
         new_daily = pd.concat([old_daily[before], replacement, old_daily[after]], ignore_index=True)
-        self._daily = (self.lake.version("daily_revenue"), new_daily)
+        self._daily = (self.lake.tables.version("daily_revenue"), new_daily)
 
         span = gold.anomaly_recompute_range(
             dates,
@@ -200,25 +202,25 @@ class GoldRefresher:
             window=self.settings.anomaly_window_days,
         )
         if span is None:
-            self.lake.append("revenue_anomalies", _empty("revenue_anomalies"), txns=txns)
+            self.lake.tables.append("revenue_anomalies", _empty("revenue_anomalies"), txns=txns)
             return
         scores = self._anomalies(new_daily, span.start, span.end)
         vanished = sorted(set(old_daily["category"].unique()) - set(new_daily["category"].unique()))
         predicate = f"(order_date >= '{span.start}' AND order_date <= '{span.delete_until}')"
         if vanished:
             predicate += " OR category IN ({})".format(", ".join(_sql_str(c) for c in vanished))
-        self.lake.replace_where("revenue_anomalies", scores, predicate, txns=txns)
+        self.lake.tables.replace_where("revenue_anomalies", scores, predicate, txns=txns)
 
     def daily(self) -> pd.DataFrame:
         """gold/daily_revenue sorted by (order_date, category); cached across batches."""
-        version = self.lake.version("daily_revenue")
+        version = self.lake.tables.version("daily_revenue")
         if self._daily is None or self._daily[0] != version:
-            self._daily = (version, _sorted(self.lake.read_pandas("daily_revenue")))
+            self._daily = (version, _sorted(self.lake.tables.read_pandas("daily_revenue")))
         return self._daily[1]
 
     def _daily_for(self, dates: Iterable[date]) -> pd.DataFrame:
-        orders = self.lake.read_for_dates("silver_orders", dates, columns=ORDER_COLS)
-        lines = self.lake.read_for_dates("silver_order_lines", dates, columns=LINE_COLS)
+        orders = self.lake.queries.read_for_dates("silver_orders", dates, columns=ORDER_COLS)
+        lines = self.lake.queries.read_for_dates("silver_order_lines", dates, columns=LINE_COLS)
         return gold.daily_revenue(orders, lines, self.products(), self.settings.excluded_statuses)
 
     def _anomalies(self, daily: pd.DataFrame, start: date | None, end: date | None) -> pd.DataFrame:
@@ -235,14 +237,14 @@ class GoldRefresher:
     def rebuild(self, current: dict[str, int] | None = None) -> None:
         """Recompute both gold tables from all of silver (``rebuild-gold``, or first run)."""
         heal_order_lines(self.lake)
-        current = current or {t: self.lake.version(t) for t in SOURCES}
-        orders = self.lake.read_pandas("silver_orders", columns=ORDER_COLS)
-        lines = self.lake.read_pandas("silver_order_lines", columns=LINE_COLS)
+        current = current or {t: self.lake.tables.version(t) for t in SOURCES}
+        orders = self.lake.tables.read_pandas("silver_orders", columns=ORDER_COLS)
+        lines = self.lake.tables.read_pandas("silver_order_lines", columns=LINE_COLS)
         daily = gold.daily_revenue(orders, lines, self.products(), self.settings.excluded_statuses)
-        self.lake.replace_where("daily_revenue", daily, "true")
+        self.lake.tables.replace_where("daily_revenue", daily, "true")
         scores = self._anomalies(daily, None, None)
-        self.lake.replace_where(
-            "revenue_anomalies", scores, "true", txns=self.lake.watermark_txns(current)
+        self.lake.tables.replace_where(
+            "revenue_anomalies", scores, "true", txns=self.lake.queries.watermark_txns(current)
         )
 
 

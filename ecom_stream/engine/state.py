@@ -18,7 +18,7 @@ class BatchState:
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
-        ledger = lake.read_pandas(
+        ledger = lake.tables.read_pandas(
             "ledger", columns=["batch_id", "arrival_id", "outcome", "finished_at"]
         )
         self.arrivals = DigestSet(ledger["arrival_id"])
@@ -40,7 +40,7 @@ class BatchState:
         """Whether the ledger holds ``arrival`` (the compact set first, then the ledger)."""
         if arrival not in self.arrivals:
             return False
-        rows = self.lake.read(
+        rows = self.lake.tables.read(
             "ledger", columns=["arrival_id"], rows=pads.field("arrival_id") == arrival
         )
         return rows.num_rows > 0
@@ -50,7 +50,7 @@ class BatchState:
         because ``requeue`` may run while this process is up)."""
         if batch_id not in self.done_batches:
             return False
-        rows = self.lake.read_pandas(
+        rows = self.lake.tables.read_pandas(
             "ledger",
             columns=["outcome", "finished_at"],
             rows=(pads.field("batch_id") == batch_id) & (pads.field("outcome") != "duplicate"),

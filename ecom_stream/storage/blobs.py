@@ -208,6 +208,26 @@ class Blobs:
                     found.append(entry)
         return sorted(found)
 
+    def remove_landed(self, path: Path) -> None:
+        """Remove a handled file from landing (gone already: nothing to do)."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    def read_landed(self, path: Path) -> bytes | None:
+        """The bytes of a file in landing, read again (None: it is gone)."""
+        return path.read_bytes() if path.exists() else None
+
+    def write_piece_warnings(self, batch_id: str, arrival: str, data: bytes) -> None:
+        """Keep the domain warnings of one piece of a large file in its raw folder (durable:
+        written before the piece's merge, which a replay could not compute them after)."""
+        target = self.layout.raw_path(batch_id, f"warnings-{arrival}.json")
+        atomic_write(target, data, tmp_dir=self.layout.raw_tmp_dir)
+
+    def read_piece_warnings(self, batch_id: str, arrival: str) -> bytes | None:
+        """The domain warnings kept by ``write_piece_warnings`` (None: none kept)."""
+        target = self.layout.raw_path(batch_id, f"warnings-{arrival}.json")
+        return target.read_bytes() if target.exists() else None
+
 
 def _same_entry(target: Path, source: Path, data: bytes | None) -> bool:
     """Whether quarantine's ``target`` already holds this file (a retry after a crash)."""
