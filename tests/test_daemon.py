@@ -28,8 +28,10 @@ import pytest
 from conftest import REPO, assert_same_tables, run_cli, snapshot
 
 from ecom_stream.config import Settings
-from ecom_stream.service.daemon import OVERFLOW_LOGGER, Daemon, ReadyQueue, writers_open
+from ecom_stream.service.daemon import Daemon
 from ecom_stream.service.status import heartbeat
+from ecom_stream.sources.landing import OVERFLOW_LOGGER
+from ecom_stream.sources.ready import ReadyQueue, writers_open
 from ecom_stream.storage.lake import Lake
 from ecom_stream.transform.bookkeeping import FileOutcome
 
@@ -230,7 +232,7 @@ def test_a_failing_batch_is_retried_one_by_one_and_the_culprit_quarantined(
     drop_src.write_text("[]")
     drop(drop_src, landing)
     wait_until(lambda: "orders_100.json" in fake.done(), 30, "the next file")
-    beat = json.loads(daemon.lake.heartbeat_path.read_text())
+    beat = daemon.lake.markers.read("heartbeat")
     assert "bug triggered" in beat["last_error"]
     assert beat["files_processed"] == len(names) + 1 and beat["stopped"] is False
 
@@ -291,10 +293,10 @@ def test_rescan_finds_files_whose_events_were_lost(
     tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]],
     monkeypatch: pytest.MonkeyPatch, trigger: str,
 ) -> None:
-    from ecom_stream.service import daemon as daemon_module
+    from ecom_stream.sources import landing as landing_module
 
     # Simulate an inotify overflow: the handler gets no event at all.
-    monkeypatch.setattr(daemon_module._LandingHandler, "on_any_event", lambda self, event: None)
+    monkeypatch.setattr(landing_module._LandingHandler, "on_any_event", lambda self, event: None)
     rescan = 1.0 if trigger == "periodic" else 3600.0
     _, fake = run_in_process(FakePipeline(), rescan_seconds=rescan)
     (tmp_path / "landing" / "orders_lost.json").write_text("[]")
