@@ -65,6 +65,9 @@ def test_a_rename_in_is_handed_out_and_temporary_names_never(
     assert quiet_for(started, QUIET * 3) == []
     assert started.pending_count() == 0
     assert started.waiting_count() == 1  # handed out, still in the folder until merged
+    assert started.still_waiting(landing / "orders_3.json")
+    (landing / "orders_3.json").unlink()
+    assert not started.still_waiting(landing / "orders_3.json")
 
 
 def test_a_file_written_in_place_waits_until_its_writer_is_done(

@@ -101,11 +101,8 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
-        """Check landing (create it with ``create_landing``) and build the pipeline.
-
-        Raises ``EcomStreamError`` if either fails: a missing landing folder is refused, since
-        a mistyped path would otherwise be watched forever while the files land elsewhere.
-        """
+        """Check landing (see ``LandingSource.prepare``) and build the pipeline; raises
+        ``EcomStreamError`` if either fails."""
         self.source.prepare()
         self._open_pipeline()
 
@@ -253,7 +250,7 @@ class Daemon:
         or quarantines on one."""
         failures = 1
         for attempt in range(self.settings.batch_retries):
-            if not os.path.lexists(path):
+            if not self.source.still_waiting(path):
                 return  # done by the failed call before it failed, or moved away
             delay = retry_delay(self.settings.retry_backoff_seconds, attempt)
             if self.stop_event.wait(delay):
@@ -267,7 +264,7 @@ class Daemon:
             failures, error = failures + 1, retry_error
             logger.warning("retry %d/%d of %s failed: %s", attempt + 1, self.settings.batch_retries,
                            path.name, error, exc_info=logger.isEnabledFor(logging.DEBUG))
-        if not os.path.lexists(path):
+        if not self.source.still_waiting(path):
             return
         if is_transient(error):
             logger.warning("%s still fails (%s); left in landing for the next rescan",

@@ -195,6 +195,10 @@ class LandingSource:
         """Files seen and not handed out yet."""
         return len(self.queue)
 
+    def still_waiting(self, path: Path) -> bool:
+        """Whether ``path`` (handed out earlier) is still in the folder, i.e. not done yet."""
+        return os.path.lexists(path)
+
     def waiting_count(self) -> int:
         """Batch files in the folder (also those handed out but not yet removed)."""
         return len(backlog(self.landing))
