@@ -413,8 +413,8 @@ def daemons(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 
 def read_ledger(lake: Path) -> pd.DataFrame:
     try:
-        if Lake(lake).exists():
-            return Lake(lake).read_pandas("ledger")
+        if Lake(lake).tables.exists():
+            return Lake(lake).tables.read_pandas("ledger")
     except Exception:  # read while a commit lands: try again at the next poll
         pass
     columns = ["file_name", "outcome", "micro_batch_files", "table_versions", "rows_in"]
@@ -519,7 +519,7 @@ def test_slow_writer_poison_files_and_a_second_daemon(
     for name in poison:
         assert outcome_of(ledger, name) == ["quarantined"]
     assert all(outcome_of(ledger, f.name) == ["merged"] for f in orders[1:])
-    quarantined = {p.name for p in Lake(lake).quarantined_files()}
+    quarantined = {p.name for p in Lake(lake).blobs.quarantined_files()}
     assert set(poison) <= quarantined and "orders_slow.json" not in quarantined
     assert daemon.proc.poll() is None
     assert daemon.stop() == 0, daemon.logs()
@@ -541,7 +541,7 @@ def test_a_burst_of_500_files_is_merged_in_few_micro_batches(
     merges = orders["table_versions"].nunique()
     assert merges <= 50, f"{merges} merges for 500 files"
     assert orders["micro_batch_files"].max() > 1
-    assert Lake(lake).version("silver_orders") < 100
+    assert Lake(lake).tables.version("silver_orders") < 100
     assert daemon.stop() == 0, daemon.logs()
 
 
@@ -629,7 +629,7 @@ def test_kill_minus_nine_during_a_stream_then_restart_equals_a_clean_run(
     wait_until(lambda: not any(landing.iterdir()), 60, "landing to be empty")
     assert daemon.stop() == 0, daemon.logs()
 
-    assert Lake(lake).quarantined_files() == []
+    assert Lake(lake).blobs.quarantined_files() == []
     ledger = read_ledger(lake)
     assert set(ledger["outcome"]) <= {"merged", "recovered"}, ledger["outcome"].value_counts()
     assert_same_tables(snapshot(lake), snapshot(clean_lake))
@@ -810,7 +810,7 @@ def test_demo_piped_into_tee_stops_its_whole_tree_on_ctrl_c(tmp_path: Path) -> N
 
 
 def _product_rejects(lake: Path) -> int:
-    rejects = Lake(lake).read_pandas("rejected_rows", columns=["entity"])
+    rejects = Lake(lake).tables.read_pandas("rejected_rows", columns=["entity"])
     return int((rejects["entity"] == "products").sum())
 
 
@@ -837,7 +837,7 @@ def test_demo_start_up_continues_the_series_without_resending(tmp_path: Path) ->
         rejected.append(_product_rejects(lake))
     assert [(p.start, p.send_catalogue) for p in plans] == [(4, False), (6, False), (8, False)]
     assert rejected[0] > 0 and rejected == [rejected[0]] * 3
-    names = Lake(lake).read_pandas("ledger", columns=["file_name"])["file_name"].tolist()
+    names = Lake(lake).tables.read_pandas("ledger", columns=["file_name"])["file_name"].tolist()
     assert sorted(names) == [f"orders-{n:06d}.json" for n in range(1, 10)] + [
         "products-000001.json"
     ]
@@ -915,7 +915,8 @@ def test_demo_that_cannot_start_writes_nothing(tmp_path: Path, obstacle: str) ->
     with contextlib.ExitStack() as stack:
         port = _free_port()
         if obstacle == "lake":
-            stack.enter_context(LakeLock(Lake(tmp_path / "lake").lock_path, "test holding it"))
+            lock_path = Lake(tmp_path / "lake").layout.lock_path
+            stack.enter_context(LakeLock(lock_path, "test holding it"))
         else:
             busy = stack.enter_context(socket.socket())
             busy.bind(("127.0.0.1", 0))
