@@ -1,10 +1,5 @@
-"""Which landing files are ready to read: seen, settled, and no longer open for writing.
-
-* ``complete`` hints (close-after-write, rename into landing) are ready at once;
-* ``changed`` hints (created, modified) and ``seen`` (scans) once size and mtime_ns stayed the
-  same for the quiet period;
-* either way a file is refused while a process still has it open for writing (a read lease).
-"""
+"""Which landing files are ready to read (settled, no writer left): the rules of the landing
+source, kept apart from its watchdog plumbing (``landing.py``), see :class:`ReadyQueue`."""
 
 from __future__ import annotations
 
