@@ -589,6 +589,32 @@ def ledger_commits(lake: Path) -> int:
 
 
 @pytest.mark.slow
+def test_a_second_signal_aborts_mid_batch_and_a_restart_loses_nothing(
+    tmp_path: Path, daemons: Callable[..., DaemonProcess]
+) -> None:
+    files = generate_files(tmp_path / "source", batches=200, orders=40, seed=11, products=80)
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    daemon = daemons(landing, lake)
+    daemon.wait_ready()
+    for f in files:
+        f.rename(landing / f.name)
+    wait_until(lambda: ledger_commits(lake) > 0, 90, "the first commit")
+    # Two different signals (two SIGTERMs could coalesce into one pending signal).
+    daemon.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    daemon.proc.send_signal(signal.SIGINT)
+    assert daemon.proc.wait(30) == 130, daemon.logs()  # interrupted, not a graceful 0
+    logs = daemon.logs()
+    assert "interrupted" in logs and "stopped:" not in logs, logs  # no graceful summary
+
+    again = daemons(landing, lake)
+    again.wait_ready()
+    ledger = wait_for_outcomes(lake, [f.name for f in files], timeout=180)
+    assert set(ledger["outcome"]) <= {"merged", "recovered"}, ledger["outcome"].value_counts()
+    assert again.stop() == 0, again.logs()
+
+
+@pytest.mark.slow
 def test_kill_minus_nine_during_a_stream_then_restart_equals_a_clean_run(
     tmp_path: Path, daemons: Callable[..., DaemonProcess]
 ) -> None:
