@@ -28,8 +28,10 @@ import pytest
 from conftest import REPO, assert_same_tables, run_cli, snapshot
 
 from ecom_stream.config import Settings
-from ecom_stream.service.daemon import OVERFLOW_LOGGER, Daemon, ReadyQueue, writers_open
+from ecom_stream.service.daemon import Daemon
 from ecom_stream.service.status import heartbeat
+from ecom_stream.sources.landing import OVERFLOW_LOGGER
+from ecom_stream.sources.ready import ReadyQueue, writers_open
 from ecom_stream.storage.lake import Lake
 from ecom_stream.transform.bookkeeping import FileOutcome
 
@@ -230,7 +232,7 @@ def test_a_failing_batch_is_retried_one_by_one_and_the_culprit_quarantined(
     drop_src.write_text("[]")
     drop(drop_src, landing)
     wait_until(lambda: "orders_100.json" in fake.done(), 30, "the next file")
-    beat = json.loads(daemon.lake.heartbeat_path.read_text())
+    beat = daemon.lake.markers.read("heartbeat")
     assert "bug triggered" in beat["last_error"]
     assert beat["files_processed"] == len(names) + 1 and beat["stopped"] is False
 
@@ -291,10 +293,10 @@ def test_rescan_finds_files_whose_events_were_lost(
     tmp_path: Path, run_in_process: Callable[..., tuple[Daemon, FakePipeline]],
     monkeypatch: pytest.MonkeyPatch, trigger: str,
 ) -> None:
-    from ecom_stream.service import daemon as daemon_module
+    from ecom_stream.sources import landing as landing_module
 
     # Simulate an inotify overflow: the handler gets no event at all.
-    monkeypatch.setattr(daemon_module._LandingHandler, "on_any_event", lambda self, event: None)
+    monkeypatch.setattr(landing_module._LandingHandler, "on_any_event", lambda self, event: None)
     rescan = 1.0 if trigger == "periodic" else 3600.0
     _, fake = run_in_process(FakePipeline(), rescan_seconds=rescan)
     (tmp_path / "landing" / "orders_lost.json").write_text("[]")
@@ -411,8 +413,8 @@ def daemons(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 
 def read_ledger(lake: Path) -> pd.DataFrame:
     try:
-        if Lake(lake).exists():
-            return Lake(lake).read_pandas("ledger")
+        if Lake(lake).tables.exists():
+            return Lake(lake).tables.read_pandas("ledger")
     except Exception:  # read while a commit lands: try again at the next poll
         pass
     columns = ["file_name", "outcome", "micro_batch_files", "table_versions", "rows_in"]
@@ -517,7 +519,7 @@ def test_slow_writer_poison_files_and_a_second_daemon(
     for name in poison:
         assert outcome_of(ledger, name) == ["quarantined"]
     assert all(outcome_of(ledger, f.name) == ["merged"] for f in orders[1:])
-    quarantined = {p.name for p in Lake(lake).quarantined_files()}
+    quarantined = {p.name for p in Lake(lake).blobs.quarantined_files()}
     assert set(poison) <= quarantined and "orders_slow.json" not in quarantined
     assert daemon.proc.poll() is None
     assert daemon.stop() == 0, daemon.logs()
@@ -539,7 +541,7 @@ def test_a_burst_of_500_files_is_merged_in_few_micro_batches(
     merges = orders["table_versions"].nunique()
     assert merges <= 50, f"{merges} merges for 500 files"
     assert orders["micro_batch_files"].max() > 1
-    assert Lake(lake).version("silver_orders") < 100
+    assert Lake(lake).tables.version("silver_orders") < 100
     assert daemon.stop() == 0, daemon.logs()
 
 
@@ -587,6 +589,32 @@ def ledger_commits(lake: Path) -> int:
 
 
 @pytest.mark.slow
+def test_a_second_signal_aborts_mid_batch_and_a_restart_loses_nothing(
+    tmp_path: Path, daemons: Callable[..., DaemonProcess]
+) -> None:
+    files = generate_files(tmp_path / "source", batches=200, orders=40, seed=11, products=80)
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    daemon = daemons(landing, lake)
+    daemon.wait_ready()
+    for f in files:
+        f.rename(landing / f.name)
+    wait_until(lambda: ledger_commits(lake) > 0, 90, "the first commit")
+    # Two different signals (two SIGTERMs could coalesce into one pending signal).
+    daemon.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    daemon.proc.send_signal(signal.SIGINT)
+    assert daemon.proc.wait(30) == 130, daemon.logs()  # interrupted, not a graceful 0
+    logs = daemon.logs()
+    assert "interrupted" in logs and "stopped:" not in logs, logs  # no graceful summary
+
+    again = daemons(landing, lake)
+    again.wait_ready()
+    ledger = wait_for_outcomes(lake, [f.name for f in files], timeout=180)
+    assert set(ledger["outcome"]) <= {"merged", "recovered"}, ledger["outcome"].value_counts()
+    assert again.stop() == 0, again.logs()
+
+
+@pytest.mark.slow
 def test_kill_minus_nine_during_a_stream_then_restart_equals_a_clean_run(
     tmp_path: Path, daemons: Callable[..., DaemonProcess]
 ) -> None:
@@ -627,7 +655,7 @@ def test_kill_minus_nine_during_a_stream_then_restart_equals_a_clean_run(
     wait_until(lambda: not any(landing.iterdir()), 60, "landing to be empty")
     assert daemon.stop() == 0, daemon.logs()
 
-    assert Lake(lake).quarantined_files() == []
+    assert Lake(lake).blobs.quarantined_files() == []
     ledger = read_ledger(lake)
     assert set(ledger["outcome"]) <= {"merged", "recovered"}, ledger["outcome"].value_counts()
     assert_same_tables(snapshot(lake), snapshot(clean_lake))
@@ -808,7 +836,7 @@ def test_demo_piped_into_tee_stops_its_whole_tree_on_ctrl_c(tmp_path: Path) -> N
 
 
 def _product_rejects(lake: Path) -> int:
-    rejects = Lake(lake).read_pandas("rejected_rows", columns=["entity"])
+    rejects = Lake(lake).tables.read_pandas("rejected_rows", columns=["entity"])
     return int((rejects["entity"] == "products").sum())
 
 
@@ -835,7 +863,7 @@ def test_demo_start_up_continues_the_series_without_resending(tmp_path: Path) ->
         rejected.append(_product_rejects(lake))
     assert [(p.start, p.send_catalogue) for p in plans] == [(4, False), (6, False), (8, False)]
     assert rejected[0] > 0 and rejected == [rejected[0]] * 3
-    names = Lake(lake).read_pandas("ledger", columns=["file_name"])["file_name"].tolist()
+    names = Lake(lake).tables.read_pandas("ledger", columns=["file_name"])["file_name"].tolist()
     assert sorted(names) == [f"orders-{n:06d}.json" for n in range(1, 10)] + [
         "products-000001.json"
     ]
@@ -913,7 +941,8 @@ def test_demo_that_cannot_start_writes_nothing(tmp_path: Path, obstacle: str) ->
     with contextlib.ExitStack() as stack:
         port = _free_port()
         if obstacle == "lake":
-            stack.enter_context(LakeLock(Lake(tmp_path / "lake").lock_path, "test holding it"))
+            lock_path = Lake(tmp_path / "lake").layout.lock_path
+            stack.enter_context(LakeLock(lock_path, "test holding it"))
         else:
             busy = stack.enter_context(socket.socket())
             busy.bind(("127.0.0.1", 0))

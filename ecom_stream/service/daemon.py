@@ -1,12 +1,13 @@
-"""The watcher daemon: file events are hints, the landing folder is the truth, one worker writes.
+"""The watcher daemon: a source hands out ready batch files, one worker writes.
 
 Threads:
 
-* the watchdog observer only turns events into :meth:`ReadyQueue.offer` calls;
+* the source (:class:`~ecom_stream.sources.landing.LandingSource`) watches the landing folder
+  and says which files are ready;
 * one worker thread takes the files that are ready and hands them to ONE ``Pipeline.process``
   call (the pipeline groups them into one merge per table per micro-batch), retries failures
-  and rescans landing now and then;
-* the calling (main) thread supervises: heartbeats, restarting a dead observer, signals.
+  and compacts now and then;
+* the calling (main) thread supervises: heartbeats, following the landing folder, signals.
 
 Nothing that matters is kept only in memory: the pipeline records every file in the lake's
 ledger before it deletes it from landing, so ``kill -9`` at any moment loses nothing and a
@@ -15,281 +16,47 @@ restart catches up from the folder.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import logging
-import math
 import os
 import signal
-import stat
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal
-
-from watchdog.events import (
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from typing import TYPE_CHECKING, Any
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import (
-    ConfigError,
     EcomStreamError,
     LakeDamagedError,
     LakeError,
     is_transient,
     retry_delay,
 )
-from ecom_stream.service.status import backlog
+from ecom_stream.service.signals import stop_signals
+from ecom_stream.sources.landing import (
+    LANDING_CHECK_SECONDS,
+    OVERFLOW_LOGGER,
+    LandingSource,
+    ReadyQueue,
+    writers_open,
+)
 from ecom_stream.storage.lake import Lake
 from ecom_stream.storage.lock import LakeLock
-from ecom_stream.transform.parse import classify
 
 if TYPE_CHECKING:  # the pipeline (pandas, Delta, GX) is imported when the daemon opens it
     from ecom_stream.engine.pipeline import FileOutcome, Pipeline
 
-__all__ = ["Daemon", "ReadyQueue", "run_daemon", "writers_open"]
+# OVERFLOW_LOGGER, ReadyQueue and writers_open moved to ecom_stream.sources; kept importable.
+__all__ = ["OVERFLOW_LOGGER", "Daemon", "ReadyQueue", "run_daemon", "writers_open"]
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
 MIN_PASS_SECONDS = 0.02  # at most one readiness pass per 20 ms, however many events arrive
 SIGNAL_POLL_SECONDS = 0.2
-LANDING_CHECK_SECONDS = 1.0  # how often the landing path is checked for being replaced (a stat)
 COMPACT_CHECK_SECONDS = 30.0
-OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
-# Only these reach the handler; for inotify the filter also narrows the kernel mask, so our own
-# reads (opened / closed-no-write) never cost queue slots.
-WATCHED_EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent,
-]
-Hint = Literal["complete", "changed", "seen"]
-
-
-def writers_open(path: Path) -> bool | None:
-    """Whether some process has ``path`` open for writing: True, False, or None if unknown.
-
-    Linux refuses a read lease (``F_SETLEASE``/``F_RDLCK``) with EAGAIN while anyone holds a
-    write descriptor, which is exactly "a producer is still writing". Filesystems without
-    leases (EINVAL) and files we do not own (EACCES, no CAP_LEASE) answer None: the caller
-    then relies on the quiet period alone.
-    """
-    if sys.platform != "linux":
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError:
-        return None
-    try:
-        # A lease break is announced with SIGIO, whose default action kills the process; ask
-        # for SIGURG instead (ignored by default). We drop the lease immediately anyway.
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETSIG", 10), signal.SIGURG)
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-    except OSError as exc:
-        return True if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
-    else:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-        return False
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class _Entry:
-    first_seen: datetime
-    complete: bool  # the last event said the writer is done (close-after-write, rename in)
-    due: float  # monotonic time of the next readiness check
-    stamp: tuple[int, int] | None = None  # (size, mtime_ns) when last looked at
-    stable_since: float = 0.0
-
-
-class ReadyQueue:
-    """Landing files waiting to be read, deduplicated, with the readiness rules.
-
-    * ``complete`` hints (close-after-write, rename into landing) are ready at once;
-    * ``changed`` hints (created, modified) and ``seen`` (scans) are ready once size and
-      mtime_ns stayed the same for ``quiet_seconds``;
-    * either way the file is refused while a process still has it open for writing.
-    """
-
-    def __init__(self, quiet_seconds: float) -> None:
-        self.quiet = quiet_seconds
-        self.wake = threading.Event()
-        self._lock = threading.Lock()
-        self._entries: dict[Path, _Entry] = {}
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def offer(self, path: Path, hint: Hint) -> None:
-        """Note that ``path`` may be (or soon be) a complete batch file."""
-        stamp = None if hint == "complete" else _stamp(path)
-        if hint != "complete" and stamp is None:
-            return  # already gone
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(path)
-            if entry is None:
-                entry = self._entries[path] = _Entry(datetime.now(UTC), False, now)
-            if hint == "complete":
-                entry.complete, entry.due = True, now
-            elif hint == "changed" or entry.stamp != stamp:
-                # A scan never downgrades a "complete" hint; a new write does.
-                entry.complete = entry.complete and hint == "seen"
-                if entry.stamp != stamp:
-                    entry.stamp, entry.stable_since = stamp, now
-                if not entry.complete:
-                    entry.due = entry.stable_since + self.quiet
-        self.wake.set()
-
-    def discard(self, path: Path) -> None:
-        """Forget ``path`` (deleted or renamed away)."""
-        with self._lock:
-            self._entries.pop(path, None)
-
-    def next_due(self) -> float:
-        """Monotonic time of the earliest pending check (infinity when empty)."""
-        with self._lock:
-            return min((e.due for e in self._entries.values()), default=math.inf)
-
-    def take_ready(self, limit: int) -> list[tuple[Path, datetime]]:
-        """Remove and return up to ``limit`` ready files (with first-seen time), oldest first."""
-        now = time.monotonic()
-        ready: list[tuple[Path, datetime]] = []
-        with self._lock:
-            # Insertion order is arrival order (an entry keeps its place when offered again).
-            # Checks are a stat and a few fcntl calls: cheap enough to hold the lock.
-            for path, entry in list(self._entries.items()):
-                if entry.due > now:
-                    continue
-                verdict = self._check(path, entry, now)
-                if verdict is not False:
-                    del self._entries[path]
-                if verdict:
-                    ready.append((path, entry.first_seen))
-                    if len(ready) >= limit:
-                        break
-        return ready
-
-    def _check(self, path: Path, entry: _Entry, now: float) -> bool | None:
-        """True: ready; False: not yet (``due`` moved on); None: gone, forget it."""
-        try:
-            st = os.lstat(path)
-            if stat.S_ISDIR(st.st_mode):
-                return None
-            if not stat.S_ISREG(st.st_mode):
-                return True  # links, FIFOs...: the pipeline quarantines them unread
-            stamp = (st.st_size, st.st_mtime_ns)
-            if not entry.complete and stamp != entry.stamp:
-                entry.stamp, entry.stable_since, entry.due = stamp, now, now + self.quiet
-                return False
-            if not entry.complete and now - entry.stable_since < self.quiet:
-                entry.due = entry.stable_since + self.quiet
-                return False
-            if writers_open(path):
-                # Closed by one writer but still open in another (or reopened): wait again.
-                entry.complete, entry.stamp, entry.stable_since = False, stamp, now
-                entry.due = now + self.quiet
-                return False
-            return True
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            logger.warning("cannot inspect %s (%s); retrying in %.0f s", path, exc, self.quiet * 5)
-            entry.due = now + self.quiet * 5
-            return False
-
-
-def _products_first(path: Path) -> tuple[bool, str]:
-    return (not path.name.lower().startswith("products"), path.name)
-
-
-def _watching(observer: BaseObserver) -> bool:
-    # When landing disappears the emitter thread ends but the observer thread lives on.
-    return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the folder at ``path``; None when it is missing or not a folder."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
-class _LandingHandler(FileSystemEventHandler):
-    """Turns watchdog events into queue offers; never raises (that would kill the observer)."""
-
-    def __init__(self, landing: Path, queue: ReadyQueue) -> None:
-        self.landing = landing
-        self.queue = queue
-
-    def _ours(self, raw: bytes | str) -> Path | None:
-        path = Path(os.fsdecode(raw))
-        if path.parent != self.landing or classify(path.name).action == "ignore":
-            return None  # temporary names are filtered here, never with ignore_patterns
-        return path
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        try:
-            if event.is_directory:
-                return
-            if isinstance(event, FileMovedEvent):
-                # tmp -> final inside landing: src is ignored and dest is complete.
-                if src := self._ours(event.src_path):
-                    self.queue.discard(src)
-                if dest := self._ours(event.dest_path):
-                    self.queue.offer(dest, "complete")
-            elif (path := self._ours(event.src_path)) is None:
-                return
-            elif isinstance(event, FileClosedEvent):
-                self.queue.offer(path, "complete")
-            elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
-                self.queue.offer(path, "changed")
-            elif isinstance(event, FileDeletedEvent):
-                self.queue.discard(path)
-        except Exception:
-            logger.exception("could not handle file event %r; the next rescan covers it", event)
-
-
-class _OverflowHandler(logging.Handler):
-    """Calls back when watchdog logs that the inotify queue overflowed (events were lost)."""
-
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
-        super().__init__(logging.WARNING)
-        self.on_overflow = on_overflow
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self.on_overflow()
 
 
 class Daemon:
@@ -308,15 +75,17 @@ class Daemon:
         create_landing: bool = False,
     ) -> None:
         self.settings = settings
-        self.create_landing = create_landing
-        self.landing = settings.landing_dir.absolute()
+        self.source = LandingSource(
+            settings.landing_dir, quiet_seconds=settings.quiet_seconds,
+            rescan_seconds=settings.rescan_seconds, polling=settings.polling,
+            create=create_landing,
+        )  # fmt: skip
+        self.landing = self.source.landing
         self.lake = Lake(settings.lake_dir)
         self.stop_event = stop_event or threading.Event()
-        self.queue = ReadyQueue(settings.quiet_seconds)
         self._factory = pipeline_factory or self._default_pipeline
         self._pipeline: Pipeline | None = None
         self._first_seen: dict[Path, datetime] = {}
-        self._rescan = threading.Event()
         self._state_lock = threading.Lock()
         self._beat_lock = threading.Lock()
         self._started_at = time.time()
@@ -324,42 +93,23 @@ class Daemon:
         self._in_hand = 0
         self._last_error: str | None = None
         self._last_batch: dict[str, Any] | None = None
-        self._observer: BaseObserver | None = None
         self._worker: threading.Thread | None = None
-        self._next_rescan = self._next_compact = 0.0
-        self._watch_broken = False
-        self._watched: tuple[int, int] | None = None  # identity of the folder being watched
-        self._landing_missing = False
+        self._next_compact = 0.0
         self.signal_received: int | None = None
         self.aborted = False
         self.damage: LakeDamagedError | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
-        """Check landing (create it with ``create_landing``) and build the pipeline.
-
-        Raises ``EcomStreamError`` if either fails: a missing landing folder is refused, since
-        a mistyped path would otherwise be watched forever while the files land elsewhere.
-        """
-        if not self.landing.is_dir():
-            if self.landing.exists() or not self.create_landing:
-                raise ConfigError(
-                    f"the landing folder {self.landing} "
-                    + ("is not a folder" if self.landing.exists() else "does not exist")
-                    + ": check --landing, or pass --create to create it"
-                )
-            try:
-                self.landing.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot create the landing folder {self.landing}: {exc}"
-                ) from exc
+        """Check landing (see ``LandingSource.prepare``) and build the pipeline; raises
+        ``EcomStreamError`` if either fails."""
+        self.source.prepare()
         self._open_pipeline()
 
     def stop(self) -> None:
         """Ask the daemon to stop after the micro-batch in hand (from any thread)."""
         self.stop_event.set()
-        self.queue.wake.set()
+        self.source.wake()
 
     def signalled(self, signum: int) -> None:
         """Note a stop signal. Only a plain attribute is set: taking a lock (``Event.set``)
@@ -368,21 +118,12 @@ class Daemon:
 
     def run(self, ready_callback: Callable[[], None] | None = None) -> int:
         """Watch until stopped; returns the exit code (0)."""
-        overflow = _OverflowHandler(self.request_rescan)
-        watchdog_log = logging.getLogger(OVERFLOW_LOGGER)
-        old_level = watchdog_log.level
-        if watchdog_log.getEffectiveLevel() > logging.WARNING:
-            watchdog_log.setLevel(logging.WARNING)
-        watchdog_log.addHandler(overflow)
         try:
-            # Observer first, then the scan: a file landing in between is seen by both and
-            # deduplicated by the queue, never missed.
-            self._start_observer()
-            self.rescan()
+            self.source.start()
             logger.info(
                 "watching %s (%s) for lake %s: %d file(s) waiting",
                 self.landing, "polling" if self.settings.polling else "native events",
-                self.lake.root, len(self.queue),
+                self.lake.layout.root, self.source.pending_count(),
             )
             self._start_worker()
             self.write_heartbeat()
@@ -396,14 +137,12 @@ class Daemon:
             self.stop()
             if self._worker is not None and not self.aborted:
                 self._worker.join()  # it finishes the micro-batch in hand
-            self._stop_observer()
-            watchdog_log.removeHandler(overflow)
-            watchdog_log.setLevel(old_level)
+            self.source.stop()
         self.write_heartbeat(stopped=True)
-        # Counted in the folder: files taken for a micro-batch or a retry are no longer in
-        # the queue but may still be waiting in landing.
+        # Counted in the folder: files taken for a micro-batch or a retry are no longer
+        # pending in the source but may still be waiting in landing.
         logger.info("stopped: %d file(s) processed, %d left in landing for the next start",
-                    self._processed, len(backlog(self.landing)))
+                    self._processed, self.source.waiting_count())
         if self.damage is not None:
             raise self.damage
         return 0
@@ -417,7 +156,7 @@ class Daemon:
                             signal.Signals(self.signal_received).name)
                 return
             if time.monotonic() >= next_landing_check:
-                self._check_landing()
+                self.source.follow()
                 next_landing_check = time.monotonic() + LANDING_CHECK_SECONDS
             if time.monotonic() >= next_beat:
                 self.write_heartbeat()
@@ -426,90 +165,13 @@ class Daemon:
             # Short waits: a signal only sets an attribute, so we poll for it.
             self.stop_event.wait(SIGNAL_POLL_SECONDS)
 
-    def request_rescan(self) -> None:
-        """Rescan landing as soon as the worker is free (events may have been lost)."""
-        logger.warning("file events were lost: rescanning %s", self.landing)
-        self._rescan.set()
-        self.queue.wake.set()
-
-    def rescan(self) -> None:
-        """Offer every batch file in landing (same readiness rules as events).
-
-        Products first, then name order, as the pipeline orders a call: a catch-up larger
-        than one micro-batch then never recomputes gold for orders whose products follow.
-        """
-        self._rescan.clear()
-        for path in sorted(backlog(self.landing), key=_products_first):
-            self.queue.offer(path, "seen")
-
     # -- threads --------------------------------------------------------------------------
-    def _start_observer(self) -> None:
-        observer = PollingObserver(timeout=1.0) if self.settings.polling else Observer()
-        observer.schedule(_LandingHandler(self.landing, self.queue), str(self.landing),
-                          recursive=False, event_filter=WATCHED_EVENTS)
-        identity = _identity(self.landing)  # before start: a later swap is then noticed
-        try:
-            observer.start()
-        except OSError as exc:
-            raise ConfigError(f"cannot watch the landing folder {self.landing}: {exc}") from exc
-        self._observer, self._watched = observer, identity
-
-    def _stop_observer(self) -> None:
-        observer, self._observer = self._observer, None
-        if observer is not None and observer.is_alive():
-            observer.stop()
-            observer.join(timeout=10)
-
     def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._work, name="ecom-stream-worker", daemon=True)
         self._worker.start()
 
-    def _check_landing(self) -> None:
-        """Follow the landing path: restart the watcher when the folder there was replaced.
-
-        An inotify watch follows the folder, not its name: after ``mv landing landing.old &&
-        mkdir landing`` it keeps reporting files of landing.old, and after ``rm -rf landing``
-        it ends. A stat of the path per second compares its inode with the watched one.
-        """
-        identity = _identity(self.landing)
-        if identity is None and self.create_landing:
-            with contextlib.suppress(OSError):  # reported below if it stays missing
-                self.landing.mkdir(parents=True, exist_ok=True)
-                identity = _identity(self.landing)
-        if identity is None:
-            if not self._landing_missing:
-                logger.warning("the landing folder %s is gone; watching for it to come back "
-                               "(watch --create would recreate it)", self.landing)
-            self._landing_missing = True
-            return
-        observer = self._observer
-        if identity == self._watched and observer is not None and _watching(observer):
-            return
-        if self._watch_broken:
-            pass  # already reported; retried every second
-        elif self._landing_missing:
-            logger.info("the landing folder %s is back; watching it", self.landing)
-        elif identity != self._watched:
-            logger.info("the landing folder %s was replaced; watching the new one", self.landing)
-        else:
-            logger.warning("the file watcher on %s stopped; restarting it", self.landing)
-        self._landing_missing = False
-        self._stop_observer()
-        try:
-            self._start_observer()
-        except (OSError, EcomStreamError) as exc:
-            if not self._watch_broken:
-                logger.error("cannot watch %s (%s); retrying every %.0f s",
-                             self.landing, exc, LANDING_CHECK_SECONDS)
-            self._watch_broken = True
-            return
-        self._watch_broken = False
-        # Whatever is in the new folder (or arrived while none was watched) is found now.
-        self._rescan.set()
-        self.queue.wake.set()
-
     def _supervise(self) -> None:
-        """Restart a dead worker (the watcher is looked after by :meth:`_check_landing`)."""
+        """Restart a dead worker (the watcher is looked after by ``source.follow``)."""
         worker = self._worker
         if worker is not None and not worker.is_alive() and not self.stop_event.is_set():
             logger.error("the worker thread died; restarting it")
@@ -518,7 +180,6 @@ class Daemon:
     def _work(self) -> None:
         # Let the startup backlog pass its quiet check before anything newer: it goes first.
         self.stop_event.wait(self.settings.quiet_seconds)
-        self._next_rescan = time.monotonic() + self.settings.rescan_seconds
         self._next_compact = time.monotonic() + COMPACT_CHECK_SECONDS
         while not self.stop_event.is_set():
             try:
@@ -529,21 +190,16 @@ class Daemon:
                 self.stop_event.wait(1.0)
 
     def _step(self) -> None:
-        """One pass: rescan if due, process what is ready, or sleep until something may be."""
+        """One pass: process what is ready, or compact if due, or sleep until a file may be."""
         started = time.monotonic()
-        if self._rescan.is_set() or started >= self._next_rescan:
-            self.rescan()
-            self._next_rescan = time.monotonic() + self.settings.rescan_seconds
-        self.queue.wake.clear()
-        ready = self.queue.take_ready(self.settings.microbatch_max_files)
+        ready = self.source.take_ready(self.settings.microbatch_max_files)
         if ready:
             self._process(ready)
             return
         if time.monotonic() >= self._next_compact:
             self._compact()
             self._next_compact = time.monotonic() + COMPACT_CHECK_SECONDS
-        wake_at = min(self._next_rescan, self._next_compact, self.queue.next_due())
-        self.queue.wake.wait(max(0.0, min(wake_at - time.monotonic(), HEARTBEAT_SECONDS)))
+        self.source.wait(min(self._next_compact - time.monotonic(), HEARTBEAT_SECONDS))
         # A burst wakes us once per event and a pass walks every pending entry: space passes
         # out (a few ms of latency, no CPU spin with 10,000 files pending).
         self.stop_event.wait(max(0.0, started + MIN_PASS_SECONDS - time.monotonic()))
@@ -594,7 +250,7 @@ class Daemon:
         or quarantines on one."""
         failures = 1
         for attempt in range(self.settings.batch_retries):
-            if not os.path.lexists(path):
+            if not self.source.still_waiting(path):
                 return  # done by the failed call before it failed, or moved away
             delay = retry_delay(self.settings.retry_backoff_seconds, attempt)
             if self.stop_event.wait(delay):
@@ -608,7 +264,7 @@ class Daemon:
             failures, error = failures + 1, retry_error
             logger.warning("retry %d/%d of %s failed: %s", attempt + 1, self.settings.batch_retries,
                            path.name, error, exc_info=logger.isEnabledFor(logging.DEBUG))
-        if not os.path.lexists(path):
+        if not self.source.still_waiting(path):
             return
         if is_transient(error):
             logger.warning("%s still fails (%s); left in landing for the next rescan",
@@ -640,7 +296,7 @@ class Daemon:
             except EcomStreamError:
                 raise
             except Exception as exc:
-                raise LakeError(f"cannot open the lake at {self.lake.root}: {exc}") from exc
+                raise LakeError(f"cannot open the lake at {self.lake.layout.root}: {exc}") from exc
         return self._pipeline
 
     def _default_pipeline(self) -> Pipeline:
@@ -693,7 +349,7 @@ class Daemon:
                 "pid": os.getpid(),
                 "started_at": self._started_at,
                 "files_processed": self._processed,
-                "queue": len(self.queue) + self._in_hand,
+                "queue": self.source.pending_count() + self._in_hand,
                 "last_error": self._last_error,
                 "last_batch": self._last_batch,
                 "landing": str(self.landing),
@@ -706,26 +362,6 @@ class Daemon:
         except OSError as exc:
             path = self.lake.markers.path("heartbeat")
             logger.warning("cannot write the heartbeat %s: %s", path, exc)
-
-
-@contextmanager
-def _stop_on_signals(daemon: Daemon) -> Iterator[None]:
-    """SIGINT/SIGTERM stop gracefully; a second one aborts at once (the lake stays consistent)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # in-process callers stop us through the stop event
-        return
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if daemon.signal_received is not None:
-            raise KeyboardInterrupt  # what a second Ctrl-C means; a restart resumes exactly
-        daemon.signalled(signum)
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run_daemon(
@@ -742,14 +378,15 @@ def run_daemon(
         EcomStreamError: landing or the lake cannot be opened.
     """
     lake = Lake(settings.lake_dir)
-    lock = LakeLock(lake.lock_path, "watch daemon")
+    lock = LakeLock(lake.layout.lock_path, "watch daemon")
     try:
         lock.acquire()
     except OSError as exc:  # the lake folder itself is not writable
-        raise LakeError(f"cannot create the lock file {lake.lock_path}: {exc}") from exc
+        raise LakeError(f"cannot create the lock file {lake.layout.lock_path}: {exc}") from exc
     daemon = Daemon(settings, stop_event=stop_event, create_landing=create_landing)
     try:
-        with _stop_on_signals(daemon):
+        # Second signal: KeyboardInterrupt at once, mid-batch; a restart resumes exactly.
+        with stop_signals(on_first=daemon.signalled):
             daemon.open()
             return daemon.run(ready_callback)
     finally:

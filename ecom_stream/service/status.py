@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError, LakeDamagedError
+from ecom_stream.sources.landing import backlog  # listed where the landing source lives
 from ecom_stream.storage.lake import (
     INCOMPLETE_REBUILD,
     REBUILD_FIX,
@@ -16,20 +16,8 @@ from ecom_stream.storage.lake import (
     Lake,
     incomplete_rebuild_fix,
 )
-from ecom_stream.transform.parse import classify
 
 __all__ = ["backlog", "damage", "heartbeat", "lake_status", "quarantine_list"]
-
-
-def backlog(landing: Path) -> list[Path]:
-    """Batch files waiting in landing (temporary names and folders excluded), in name order."""
-    if not landing.is_dir():
-        return []
-    return sorted(
-        p
-        for p in landing.iterdir()
-        if classify(p.name).action != "ignore" and (p.is_symlink() or not p.is_dir())
-    )
 
 
 def heartbeat(lake: Lake, stale_after: float) -> dict[str, Any] | None:

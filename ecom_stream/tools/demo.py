@@ -31,11 +31,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from ecom_stream.config import Settings
 from ecom_stream.dashboard.serve import check_dashboard, child_env
 from ecom_stream.errors import ConfigError
+from ecom_stream.service.signals import stop_signals
 from ecom_stream.storage.lake import Lake
 from ecom_stream.storage.lock import LakeLock
 
@@ -77,35 +77,33 @@ def run_demo(
     out = _Output()
     plan = start_up(settings, history_batches, orders_per_batch, out.say)
 
-    stop: list[int] = []  # a signal only appends (no locks inside a signal handler)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.append(signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-    children = _Children(out, settings.demo_stop_seconds)
     code = 1
     try:
-        common = _common_args(settings)
-        children.spawn("daemon", "watch", *common)
-        children.spawn("source", "generate",
-                       *source_args(settings, plan, interval, orders_per_batch))  # fmt: skip
-        children.spawn(
-            "dashboard", "dashboard", *common, "--port", str(settings.dashboard_port),
-            "--address", settings.dashboard_address,
-        )  # fmt: skip
-        host = settings.dashboard_address
-        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # a wildcard is not a URL
-        out.say(f"demo: dashboard at http://{host}:{settings.dashboard_port}")
-        out.say(f"demo: a batch of {orders_per_batch} orders lands in {landing} "
-                f"every {interval:g} s")
-        out.say("demo: press Ctrl-C to stop the daemon, the source and the dashboard")
-        code = children.wait(stop)
+        # A signal only appends to ``stop``; stop_all counts them: a second one skips its wait.
+        with stop_signals(STOP_SIGNALS, abort_on_second=False, main_thread_only=True) as signals:
+            stop = signals.received
+            children = _Children(out, settings.demo_stop_seconds)
+            try:
+                common = _common_args(settings)
+                children.spawn("daemon", "watch", *common)
+                source = source_args(settings, plan, interval, orders_per_batch)
+                children.spawn("source", "generate", *source)
+                children.spawn(
+                    "dashboard", "dashboard", *common, "--port", str(settings.dashboard_port),
+                    "--address", settings.dashboard_address,
+                )  # fmt: skip
+                host = settings.dashboard_address
+                # A wildcard is not a URL.
+                host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+                out.say(f"demo: dashboard at http://{host}:{settings.dashboard_port}")
+                out.say(f"demo: a batch of {orders_per_batch} orders lands in {landing} "
+                        f"every {interval:g} s")
+                out.say("demo: press Ctrl-C to stop the daemon, the source and the dashboard")
+                code = children.wait(stop)
+            finally:
+                # Also on an error or a KeyboardInterrupt: nothing is left running.
+                children.stop_all(stop)
     finally:
-        # Also on an error or a KeyboardInterrupt: nothing is left running.
-        children.stop_all(stop)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if code != 0:
             _remove_unprocessed(landing, before, out)
     out.say("demo: stopped" if code == 0 else "demo: stopped because a process died")
