@@ -27,7 +27,6 @@ REASON = "Long because"
 PENDING_MODULES = frozenset(
     {
         "quality/validate.py",
-        "service/daemon.py",
         "transform/clean.py",
     }
 )

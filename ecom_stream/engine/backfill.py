@@ -14,7 +14,7 @@ from typing import TextIO
 from ecom_stream.config import Settings
 from ecom_stream.engine.pipeline import FileOutcome, Pipeline
 from ecom_stream.errors import ConfigError, LakeError, is_transient, retry_delay
-from ecom_stream.service.status import backlog
+from ecom_stream.sources.listing import backlog
 from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["BackfillSummary", "Progress", "run_backfill"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError, LakeDamagedError
-from ecom_stream.sources.landing import backlog  # listed where the landing source lives
+from ecom_stream.sources.listing import backlog
 from ecom_stream.storage.lake import (
     INCOMPLETE_REBUILD,
     REBUILD_FIX,

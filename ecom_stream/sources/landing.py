@@ -35,6 +35,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from ecom_stream.errors import ConfigError, EcomStreamError
+from ecom_stream.sources.listing import backlog, products_first
 from ecom_stream.sources.ready import ReadyQueue, writers_open
 from ecom_stream.transform.parse import classify
 
@@ -52,21 +53,6 @@ OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 WATCHED_EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent,
 ]
-
-
-def backlog(landing: Path) -> list[Path]:
-    """Batch files waiting in landing (temporary names and folders excluded), in name order."""
-    if not landing.is_dir():
-        return []
-    return sorted(
-        p
-        for p in landing.iterdir()
-        if classify(p.name).action != "ignore" and (p.is_symlink() or not p.is_dir())
-    )
-
-
-def _products_first(path: Path) -> tuple[bool, str]:
-    return (not path.name.lower().startswith("products"), path.name)
 
 
 def _watching(observer: BaseObserver) -> bool:
@@ -238,7 +224,7 @@ class LandingSource:
         than one micro-batch then never recomputes gold for orders whose products follow.
         """
         self._rescan.clear()
-        for path in sorted(backlog(self.landing), key=_products_first):
+        for path in sorted(backlog(self.landing), key=products_first):
             self.queue.offer(path, "seen")
 
     def _start_observer(self) -> None:
