@@ -138,6 +138,8 @@ def test_the_rules_and_their_policy_come_from_the_environment_too(
     assert [r.name for r in settings.extra_rules] == [NAME]
     assert Validator(settings).policies[NAME] == "quarantine-batch"
     assert Validator(Settings(extra_rules=RULES)).policies[NAME] == "drop-row"
+    # Checked again (a copy of the settings), a rule equals itself: one GX suite serves both.
+    assert settings.replace(lake_dir=tmp_path).extra_rules == settings.extra_rules
     with pytest.raises(ConfigError, match="unknown expectation"):
         Settings.from_sources({f"ECOM_POLICY_{NAME.upper()}": "warn"})
     with pytest.raises(ConfigError, match="ECOM_EXTRA_RULES"):
@@ -202,3 +204,26 @@ def test_a_broken_mask_is_a_setup_error_not_bad_data() -> None:
             Validator(Settings(extra_rules=(rule,))).validate(
                 "orders", _typed(BATCH), [set(BATCH[0])]
             )
+
+
+def test_rules_of_one_name_but_other_masks_get_their_own_suite() -> None:
+    """Two tests may define rules of one name: each validator checks its own (the suite built
+    for the other is dropped and rebuilt as needed)."""
+    from ecom_stream.quality import gx as quality_gx
+
+    def rule(city: str) -> Rule:
+        return Rule(name="orders_not_from_city", entity="orders", what="from the city",
+                    fails=lambda t: (t["shipping_city"] == city).to_numpy())
+
+    typed = _typed(BATCH)
+    validators = [Validator(Settings(extra_rules=(rule(c),))) for c in ("Chicago", "Springfield")]
+    for _ in range(2):
+        got = [[c.failing_rows.tolist() for c in v.validate("orders", typed, [set(BATCH[0])])[0]
+                .checks if c.expectation == "orders_not_from_city"] for v in validators]
+        assert got == [[[0]], [[1, 2, 3]]]
+    engine = quality_gx._ENGINE
+    assert engine is not None
+    copy = Validator(validators[1].settings.replace(max_days_ahead=2.0))
+    suites = len(engine.suites)
+    copy.validate("orders", typed, [set(BATCH[0])])
+    assert len(engine.suites) == suites
