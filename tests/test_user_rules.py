@@ -227,3 +227,27 @@ def test_rules_of_one_name_but_other_masks_get_their_own_suite() -> None:
     suites = len(engine.suites)
     copy.validate("orders", typed, [set(BATCH[0])])
     assert len(engine.suites) == suites
+
+
+def test_the_readme_example_passes(tmp_path: Path) -> None:
+    """The README's "Testing your own rules" example, run by pytest as a user's project would."""
+    import os
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Testing your own rules", 1)[1].split("\n## ", 1)[0]
+    (tmp_path / "test_my_rules.py").write_text(section.split("```python\n", 1)[1].split("```")[0])
+    plugin = [] if entry_points(group="pytest11", name="ecom_stream") else [
+        "-p", "ecom_stream.testing.plugin"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
+         "test_my_rules.py"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
