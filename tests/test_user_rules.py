@@ -155,6 +155,7 @@ def test_the_rules_and_their_policy_come_from_the_environment_too(
         ({"entity": "customers"}, "entity must be"),
         ({"policy": "ignore"}, "policy must be"),
         ({"fails": None}, "fails mask or GX expectations"),
+        ({"what": "paid with {payment}"}, "may only format"),
     ],
 )
 def test_a_faulty_rule_is_a_config_error(changes: dict[str, Any], message: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,9 @@ def check_extra_rules(rules: Iterable[Any]) -> tuple[Rule, ...]:
             raise ConfigError(f"{where}: entity must be one of {', '.join(ENTITIES)}")
         if rule.policy not in _POLICIES:
             raise ConfigError(f"{where}: policy must be one of {', '.join(_POLICIES)}")
+        fields = [f for _, f, _, _ in string.Formatter().parse(rule.what) if f is not None]
+        if any(f != "settings" and not f.startswith("settings.") for f in fields):
+            raise ConfigError(f"{where}: what may only format {{settings.<name>}} (use {{{{ }}}})")
         if rule.fails is None and not rule.expectations:
             raise ConfigError(f"{where}: give it a fails mask or GX expectations (or both)")
         rule = with_gx_part(rule)
