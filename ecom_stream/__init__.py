@@ -14,6 +14,7 @@ from ecom_stream.api import (
     run_daemon,
 )
 from ecom_stream.config import Settings
+from ecom_stream.contract.rules import Part, Rule
 from ecom_stream.errors import (
     BatchError,
     BatchReadError,
@@ -38,7 +39,9 @@ __all__ = [
     "LakeDamagedError",
     "LakeError",
     "LockError",
+    "Part",
     "ProcessSummary",
+    "Rule",
     "Settings",
     "UsageError",
     "ValidationSetupError",

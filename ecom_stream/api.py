@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecom_stream.config import Settings
+from ecom_stream.contract.rules import Part, Rule
 from ecom_stream.errors import ConfigError, EcomStreamError
 
 if TYPE_CHECKING:
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PUBLIC_TABLES",
+    "Part",
     "ProcessSummary",
+    "Rule",
     "backfill",
     "open_lake",
     "process_files",

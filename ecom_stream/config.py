@@ -11,7 +11,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from ecom_stream.contract.rules import default_policies
+from ecom_stream.contract.rules import Rule, default_policies
+from ecom_stream.contract.user_rules import check_extra_rules, load_rules
 from ecom_stream.errors import ConfigError
 
 __all__ = ["POLICIES", "Settings", "default_policies"]
@@ -59,6 +60,9 @@ class Settings:
     """A product update changing the price by more than this factor is a quality warning."""
     policies: Mapping[str, str] = field(default_factory=default_policies)
     """Policy of each expectation: quarantine-batch, drop-row or warn."""
+    extra_rules: tuple[Rule, ...] = ()
+    """Row rules of one's own (``ecom_stream.Rule``), checked with the built-in ones; from the
+    environment as ``ECOM_EXTRA_RULES=package.module:NAME`` (a sequence of rules)."""
 
     excluded_statuses: tuple[str, ...] = ("cancelled",)
     """Order statuses that earn no revenue."""
@@ -105,12 +109,13 @@ class Settings:
 
     def __post_init__(self) -> None:
         self._check_ranges()
+        object.__setattr__(self, "extra_rules", check_extra_rules(self.extra_rules))
         for name, policy in self.policies.items():
             if policy not in POLICIES:
                 raise ConfigError(
                     f"policy {policy!r} for {name!r} is not one of {', '.join(POLICIES)}"
                 )
-        unknown = set(self.policies) - set(default_policies())
+        unknown = set(self.policies) - set(default_policies(self.extra_rules))
         if unknown:
             raise ConfigError(f"unknown expectation(s) in policies: {', '.join(sorted(unknown))}")
         for name in ("price_missing_gate", "total_missing_gate"):
@@ -178,12 +183,14 @@ class Settings:
         hints = get_type_hints(cls)
         aliases = {"landing_dir": "ECOM_LANDING", "lake_dir": "ECOM_LAKE"}
         for f in fields(cls):
-            if f.name == "policies":
+            if f.name in ("policies", "extra_rules"):
                 continue
             for var in (aliases.get(f.name), ENV_PREFIX + f.name.upper()):
                 if var and var in env:
                     values[f.name] = _coerce(f.name, hints[f.name], env[var], var)
                     break
+        if env.get(ENV_PREFIX + "EXTRA_RULES", "").strip():
+            values["extra_rules"] = load_rules(env[ENV_PREFIX + "EXTRA_RULES"])
         policies = default_policies()
         for key, val in env.items():
             if key.startswith(ENV_PREFIX + "POLICY_"):
@@ -194,6 +201,8 @@ class Settings:
                 continue
             if name == "policies":
                 values["policies"] = {**policies, **val}
+            elif name == "extra_rules":
+                values[name] = load_rules(val) if isinstance(val, str) else tuple(val)
             else:
                 values[name] = _coerce(name, hints[name], val, f"--{name.replace('_', '-')}")
         return cls(**values)

@@ -16,7 +16,7 @@ import pytest
 
 from ecom_stream.config import Settings, default_policies
 from ecom_stream.errors import ValidationSetupError
-from ecom_stream.quality import validate
+from ecom_stream.quality import gx as quality_gx
 from ecom_stream.quality.validate import CheckResult, FileValidation, Validator, domain_warnings
 from ecom_stream.transform import clean
 
@@ -487,10 +487,10 @@ def test_to_json_is_strict_and_restricted_to_the_file(v: Validator) -> None:
 
 
 def test_broken_expectation_raises_setup_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = validate._gx_expectations
+    real = quality_gx._gx_expectations
 
-    def broken(gx: Any, entity: str) -> list[tuple[str, Any]]:
-        out = real(gx, entity)
+    def broken(gx: Any, entity: str, *extra: Any) -> list[tuple[str, Any]]:
+        out = real(gx, entity, *extra)
         if entity == "products":
             bogus = gx.expectations.ExpectColumnValuesToBeBetween(
                 column="no_such_column", min_value=0
@@ -498,8 +498,8 @@ def test_broken_expectation_raises_setup_error(monkeypatch: pytest.MonkeyPatch) 
             out = [(tag, bogus if tag == "price_positive" else e) for tag, e in out]
         return out
 
-    monkeypatch.setattr(validate, "_gx_expectations", broken)
-    monkeypatch.setattr(validate, "_ENGINE", None)  # build a fresh context with the broken suite
+    monkeypatch.setattr(quality_gx, "_gx_expectations", broken)
+    monkeypatch.setattr(quality_gx, "_ENGINE", None)  # build a fresh context with the broken suite
     validator = Validator(Settings())
     with pytest.raises(ValidationSetupError, match="products_price_positive") as err:
         run(validator, "products", [[product(1), product(2)]])
@@ -537,12 +537,12 @@ def test_great_expectations_is_built_once_per_process(v: Validator) -> None:
     """Fixed costs stay out of the per-batch path: every run reuses one context and suite."""
     typed, present = typed_of("orders", [[order(i) for i in range(1000)]])
     v.validate("orders", typed, present)
-    engine = validate._ENGINE
+    engine = quality_gx._ENGINE
     assert engine is not None
     suites = {name: s.suite for name, s in engine.suites.items()}
     for _ in range(3):
         v.validate("orders", typed, present)
-    assert validate._ENGINE is engine
+    assert quality_gx._ENGINE is engine
     assert {name: s.suite for name, s in engine.suites.items()} == suites
 
 

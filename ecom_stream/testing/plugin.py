@@ -3,26 +3,36 @@
 Fixtures: ``ecom_settings`` (Settings over ``tmp_path/landing`` and ``tmp_path/lake``),
 ``ecom_lake`` (that lake, opened), ``drop_batch`` (write a batch file into landing) and
 ``run_pipeline`` (process what landing holds once, returns a ``ProcessSummary``).
+``ecom_rules`` (rules of one's own) and ``ecom_policies`` (policy overrides) feed
+``ecom_settings``: override or parametrize them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import count
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ecom_stream.config import Settings
+from ecom_stream.config import Settings, default_policies
+from ecom_stream.contract.rules import Rule
 
 if TYPE_CHECKING:
     from ecom_stream.api import ProcessSummary
     from ecom_stream.storage.lake import Lake
 
-__all__ = ["drop_batch", "ecom_lake", "ecom_settings", "run_pipeline"]
+__all__ = [
+    "drop_batch",
+    "ecom_lake",
+    "ecom_policies",
+    "ecom_rules",
+    "ecom_settings",
+    "run_pipeline",
+]
 
 # Longest name written through a temporary name: atomic_write's ``.<name>.<pid>.tmp`` must
 # still fit in 255 bytes; longer names (tests of odd names) are written in place.
@@ -30,11 +40,31 @@ _MAX_ATOMIC_NAME_BYTES = 230
 
 
 @pytest.fixture
-def ecom_settings(tmp_path: Path) -> Settings:
-    """Default settings (no ``ECOM_*`` variables) over a fresh landing folder and lake path."""
+def ecom_rules() -> Sequence[Rule]:
+    """Rules of your own (``ecom_stream.Rule``) that ``ecom_settings`` checks besides the
+    built-in ones: none here; override this fixture, or parametrize it, to return yours."""
+    return ()
+
+
+@pytest.fixture
+def ecom_policies() -> Mapping[str, str]:
+    """Policies by rule name that ``ecom_settings`` sets over the defaults (built-in rules and
+    ``ecom_rules`` alike): none here; override or parametrize it."""
+    return {}
+
+
+@pytest.fixture
+def ecom_settings(
+    tmp_path: Path, ecom_rules: Sequence[Rule], ecom_policies: Mapping[str, str]
+) -> Settings:
+    """Default settings (no ``ECOM_*`` variables) over a fresh landing folder and lake path,
+    with ``ecom_rules`` and ``ecom_policies``."""
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     landing.mkdir()
-    return Settings(landing_dir=landing, lake_dir=lake)
+    return Settings(
+        landing_dir=landing, lake_dir=lake, extra_rules=tuple(ecom_rules),
+        policies={**default_policies(), **ecom_policies},
+    )
 
 
 @pytest.fixture
