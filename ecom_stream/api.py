@@ -96,8 +96,8 @@ def open_lake(path: str | Path, settings: Settings | None = None) -> Lake:
     root = Path(path)
     check_lake_to_write(root)
     lake = Lake(root)
-    if not lake.exists():
-        with LakeLock(lake.lock_path, "open_lake"):
+    if not lake.tables.exists():
+        with LakeLock(lake.layout.lock_path, "open_lake"):
             lake.ensure_tables()
     return Lake(root)
 
@@ -123,7 +123,7 @@ def process_files(
         raise ConfigError(f"no such batch file: {', '.join(missing[:3])}")
     check_lake_to_write(lake_dir)
     summary = ProcessSummary()
-    with LakeLock(Lake(lake_dir).lock_path, "process_files"):
+    with LakeLock(Lake(lake_dir).layout.lock_path, "process_files"):
         pipeline = Pipeline(_settings_for(lake_dir, settings), keep_source=keep)
         pipeline.process(files, on_outcome=summary.outcomes.append)
     return summary
@@ -174,7 +174,7 @@ def read_table(
         raise ConfigError(f"unknown table {name!r}: the tables are {', '.join(PUBLIC_TABLES)}")
     handle = lake if isinstance(lake, Lake) else Lake(Path(lake))
     check_lake_to_read(handle.root)
-    if not handle.exists():
+    if not handle.tables.exists():
         raise EcomStreamError(f"no lake at {handle.root}: run a backfill or the daemon first")
-    return handle.read_pandas(PUBLIC_TABLES[name], columns=columns, files=filters)
+    return handle.tables.read_pandas(PUBLIC_TABLES[name], columns=columns, files=filters)
 

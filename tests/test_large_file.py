@@ -15,6 +15,7 @@ from test_pipeline import order, product
 from ecom_stream.config import Settings
 from ecom_stream.engine.backfill import run_backfill
 from ecom_stream.storage.lake import Lake
+from ecom_stream.storage.tables import Tables
 
 BOOKKEEPING = ("bronze_products", "bronze_orders", "rejected_rows", "quarantine_records")
 LEDGER_FACTS = ["file_name", "entity", "outcome", "reason", "rows_in", "rows_merged",
@@ -67,8 +68,8 @@ def run(
 
 def facts(s: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     lake = Lake(s.lake_dir)
-    ledger = lake.read_pandas("ledger")[LEDGER_FACTS].sort_values("file_name")
-    quality = lake.read_pandas("quality_validations")[QUALITY]
+    ledger = lake.tables.read_pandas("ledger")[LEDGER_FACTS].sort_values("file_name")
+    quality = lake.tables.read_pandas("quality_validations")[QUALITY]
     quality = quality.sort_values(["source_file", "expectation"])
     return ledger.reset_index(drop=True), quality.reset_index(drop=True)
 
@@ -92,7 +93,7 @@ def test_a_large_file_in_pieces_gives_the_tables_of_the_whole_file(
     assert warning["unexpected_count"].tolist() == [1]
     assert not list(pieces.landing_dir.iterdir())
     # It was merged in pieces: 50 rows a piece, each appending bronze under its own arrival.
-    bronze = Lake(pieces.lake_dir).read_pandas("bronze_orders")
+    bronze = Lake(pieces.lake_dir).tables.read_pandas("bronze_orders")
     assert bronze.loc[bronze["_source_file"] == big_name, "_arrival_id"].nunique() == 5
 
 
@@ -124,23 +125,23 @@ def test_a_failure_in_a_middle_piece_then_a_retry_doubles_nothing(
     s = Settings(landing_dir=tmp_path / "crash-landing", lake_dir=tmp_path / "crash-lake",
                  microbatch_max_rows=50)
     fill(s.landing_dir, big, big_name)
-    original = getattr(Lake, method)
+    original = getattr(Tables, method)
     calls = {"n": 0}
     target = "silver_orders" if method == "merge_upsert" else "bronze_orders"
 
-    def crash(self: Lake, name: str, *args: Any, **kwargs: Any) -> Any:
+    def crash(self: Tables, name: str, *args: Any, **kwargs: Any) -> Any:
         if name == target:
             calls["n"] += 1
             if calls["n"] == 4:  # the third piece of the large file (orders-0 is the first)
                 raise OSError("simulated crash")
         return original(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(Lake, method, crash)
+    monkeypatch.setattr(Tables, method, crash)
     with pytest.raises(OSError, match="simulated crash"):  # a crash: no retry in-process
         run_backfill(s.replace(backfill_retries=0), progress=False)
-    assert Lake(s.lake_dir).inflight_path.exists()
+    assert Lake(s.lake_dir).markers.exists("inflight")
     assert (s.landing_dir / big_name).exists()
-    monkeypatch.setattr(Lake, method, original)
+    monkeypatch.setattr(Tables, method, original)
     run_backfill(s, progress=False)
     tables = [*COMPARED_TABLES, *BOOKKEEPING]
     assert_same_tables(snapshot(s.lake_dir, tables), snapshot(whole.lake_dir, tables))
@@ -163,10 +164,10 @@ def test_a_large_file_with_a_bad_line_is_quarantined_naming_the_file_line(
     path.write_text(path.read_text().replace('"__BAD__"', "{not json"))
     run_backfill(s, progress=False)
     lake = Lake(s.lake_dir)
-    row = lake.read_pandas("ledger").iloc[0]
+    row = lake.tables.read_pandas("ledger").iloc[0]
     assert row["outcome"] == "quarantined"
     assert f"line {201 if big_name.endswith('jsonl') else 202}" in row["reason"]
-    assert lake.read("bronze_orders").num_rows == 0
-    assert lake.read("silver_orders").num_rows == 0
+    assert lake.tables.read("bronze_orders").num_rows == 0
+    assert lake.tables.read("silver_orders").num_rows == 0
 
 

@@ -17,6 +17,7 @@ from ecom_stream.config import Settings
 from ecom_stream.engine.backfill import run_backfill
 from ecom_stream.engine.refresh import GoldRefresher
 from ecom_stream.storage.lake import Lake
+from ecom_stream.storage.tables import Tables
 
 
 def _first_files(write: Callable[..., Path], folder: Path) -> None:
@@ -81,10 +82,10 @@ def test_a_failed_merge_is_healed_at_the_next_start(
     expected = snapshot(_clean_run(tmp_path, write_batch))
     one_at_a_time = settings.replace(microbatch_max_files=1, backfill_retries=0)
     _first_files(write_batch, settings.landing_dir)
-    original = getattr(Lake, method)
+    original = getattr(Tables, method)
     calls = {"n": 0}
 
-    def failing(self: Lake, *args: Any, **kwargs: Any) -> Any:
+    def failing(self: Tables, *args: Any, **kwargs: Any) -> Any:
         name = "silver_order_lines" if method == "merge_lines" else args[0]
         if name == table:
             calls["n"] += 1
@@ -92,10 +93,10 @@ def test_a_failed_merge_is_healed_at_the_next_start(
                 raise PermissionError(13, "Permission denied (simulated)")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Lake, method, failing)
+    monkeypatch.setattr(Tables, method, failing)
     with pytest.raises(PermissionError):
         run_backfill(one_at_a_time, progress=False)
-    monkeypatch.setattr(Lake, method, original)
+    monkeypatch.setattr(Tables, method, original)
 
     _late_file(write_batch, settings.landing_dir)
     run_backfill(one_at_a_time, progress=False)

@@ -32,7 +32,7 @@ def requeue(
     if as_name is not None:
         _check_new_name(settings, as_name)
     lake = Lake(settings.lake_dir)
-    available = {p.name: p for p in lake.quarantined_files()}
+    available = {p.name: p for p in lake.blobs.quarantined_files()}
     if names is None:
         chosen = list(available.values())
     else:
@@ -139,4 +139,4 @@ def _record_requeue(
         )
         for path, _, reason in plans
     ]
-    lake.append("ledger", ledger_rows(outcomes, {}, 0))
+    lake.tables.append("ledger", ledger_rows(outcomes, {}, 0))

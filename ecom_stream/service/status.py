@@ -46,7 +46,7 @@ def heartbeat(lake: Lake, stale_after: float) -> dict[str, Any] | None:
 def quarantine_list(lake: Lake) -> list[dict[str, Any]]:
     """Quarantined files with their reasons (from the ``.reason.json`` beside each)."""
     items = []
-    for path in lake.quarantined_files():
+    for path in lake.blobs.quarantined_files():
         reason_path = path.with_name(path.name + ".reason.json")
         try:
             reason = json.loads(reason_path.read_text())
@@ -69,30 +69,30 @@ def damage(lake: Lake) -> list[dict[str, Any]]:
     """Everything damaged in the lake, as ``{"table", "problem", "fix"}``: an unfinished
     rebuild, a table log that cannot be loaded or went back below the version the writer
     recorded, and data files missing or of another size than the log says (a ``stat`` each)."""
-    if lake.rebuild_marker_path.exists():
+    if lake.layout.rebuild_marker_path.exists():
         fix = incomplete_rebuild_fix(lake.root)
         return [{"table": None, "problem": INCOMPLETE_REBUILD, "fix": fix}]
     found: dict[str, str] = {}
     for name in TABLES:
-        if not lake.path(name).is_dir():
+        if not lake.layout.path(name).is_dir():
             continue  # created by the next writer (or reported gone below, if recorded)
         try:
-            lake.table(name)
+            lake.tables.table(name)
         except LakeDamagedError as exc:
             found[name] = str(exc)
         except EcomStreamError:
             continue  # a table being created right now
     try:
-        problems = lake.version_problems()
+        problems = lake.integrity.version_problems()
     except LakeDamagedError as exc:  # the ledger's newest file itself
         problems = [("ledger", str(exc))]
     for name, message in problems:
         found.setdefault(name, message)
     for name in TABLES:
-        if name in found or not lake.path(name).is_dir():
+        if name in found or not lake.layout.path(name).is_dir():
             continue
         try:
-            files = lake.file_problems(name)
+            files = lake.integrity.file_problems(name)
         except EcomStreamError:
             continue
         if files:
@@ -118,7 +118,7 @@ def lake_status(settings: Settings) -> dict[str, Any]:
     }
     result["damage"] = damage(lake)
     damaged = {d["table"] for d in result["damage"]}
-    if not lake.exists():
+    if not lake.tables.exists():
         result["tables"] = {}
         if not result["damage"]:
             result["message"] = (
@@ -129,16 +129,17 @@ def lake_status(settings: Settings) -> dict[str, Any]:
         for name, spec in TABLES.items():
             try:
                 tables[spec.path] = {
-                    "version": lake.version(name),
-                    "rows": lake.count(name),
-                    "files": lake.file_count(name),
+                    "version": lake.tables.version(name),
+                    "rows": lake.queries.count(name),
+                    "files": lake.queries.file_count(name),
                 }
             except Exception as exc:  # a table being created right now, or damaged
                 tables[spec.path] = {"error": str(exc)}
         result["tables"] = tables
         result["batches"], result["newest_batch_at"], result["newest_batch_file"] = {}, None, None
         if "_ledger" not in damaged:
-            ledger = lake.read_pandas("ledger", columns=["outcome", "finished_at", "file_name"])
+            columns = ["outcome", "finished_at", "file_name"]
+            ledger = lake.tables.read_pandas("ledger", columns=columns)
             result["batches"] = {k: int(v) for k, v in ledger["outcome"].value_counts().items()}
             if not ledger.empty:
                 result["newest_batch_at"] = ledger["finished_at"].max().isoformat()

@@ -35,7 +35,7 @@ STOP_TIMEOUT = 60.0
 def _ledger(lake_dir: Path) -> Any:
     from ecom_stream.storage.lake import Lake
 
-    return Lake(lake_dir).read_pandas(
+    return Lake(lake_dir).tables.read_pandas(
         "ledger",
         columns=["file_name", "entity", "outcome", "rows_in", "finished_at", "gold_committed_at"],
     )
