@@ -91,13 +91,12 @@ def open_lake(path: str | Path, settings: Settings | None = None) -> Lake:
     """
     from ecom_stream.storage.folders import check_lake_to_write
     from ecom_stream.storage.lake import Lake
-    from ecom_stream.storage.lock import LakeLock
 
     root = Path(path)
     check_lake_to_write(root)
     lake = Lake(root)
     if not lake.tables.exists():
-        with LakeLock(lake.layout.lock_path, "open_lake"):
+        with lake.writer_lock("open_lake"):
             lake.ensure_tables()
     return Lake(root)
 
@@ -114,7 +113,6 @@ def process_files(
     from ecom_stream.engine.pipeline import Pipeline
     from ecom_stream.storage.folders import check_lake_to_write
     from ecom_stream.storage.lake import Lake
-    from ecom_stream.storage.lock import LakeLock
 
     lake_dir = _lake_dir(lake_or_path)
     files = [Path(p) for p in paths]
@@ -123,7 +121,7 @@ def process_files(
         raise ConfigError(f"no such batch file: {', '.join(missing[:3])}")
     check_lake_to_write(lake_dir)
     summary = ProcessSummary()
-    with LakeLock(Lake(lake_dir).layout.lock_path, "process_files"):
+    with Lake(lake_dir).writer_lock("process_files"):
         pipeline = Pipeline(_settings_for(lake_dir, settings), keep_source=keep)
         pipeline.process(files, on_outcome=summary.outcomes.append)
     return summary

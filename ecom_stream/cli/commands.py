@@ -167,12 +167,11 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rebuild_gold(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.engine.refresh import GoldRefresher
     from ecom_stream.storage.lake import Lake
-    from ecom_stream.storage.lock import LakeLock
 
     lake = Lake(settings.lake_dir)
     if not lake.tables.exists():
         raise EcomStreamError(f"no lake at {lake.root}: nothing to rebuild")
-    with LakeLock(lake.layout.lock_path, "rebuild-gold"):
+    with lake.writer_lock("rebuild-gold"):
         lake.ensure_tables()
         GoldRefresher(lake, settings).rebuild()
     print(

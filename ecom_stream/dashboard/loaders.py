@@ -115,8 +115,7 @@ def load_quarantine(lake: Lake, version: int) -> pd.DataFrame:
     cols = ("source_file", "quarantined_as", "entity", "reason", "quarantined_at")
     df = _read(lake, "quarantine_records", version, cols)
     df = df.sort_values("quarantined_at", ascending=False).reset_index(drop=True)
-    folder = lake.layout.quarantine_dir
-    df["in_quarantine"] = [bool(n) and (folder / str(n)).exists() for n in df["quarantined_as"]]
+    df["in_quarantine"] = [bool(n) and lake.blobs.holds(str(n)) for n in df["quarantined_as"]]
     return df
 
 

@@ -9,7 +9,6 @@ from ecom_stream.config import Settings
 from ecom_stream.engine.refresh import GoldRefresher
 from ecom_stream.errors import EcomStreamError
 from ecom_stream.storage.lake import TABLES, Lake
-from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["compact_if_needed", "maintain"]
 
@@ -24,7 +23,7 @@ MAINTAIN_TARGET_BYTES = 64 * 1024 * 1024
 
 
 def _small_files_by_partition(lake: Lake, name: str) -> Counter[str | None]:
-    actions = lake.tables.table(name).get_add_actions(flatten=True)
+    actions = lake.tables.add_actions(name)
     sizes = actions.column("size_bytes").to_pylist()
     partition_col = TABLES[name].partition_by[0] if TABLES[name].partition_by else None
     parts = (
@@ -53,7 +52,7 @@ def compact_table(
         small = _small_files_by_partition(lake, name)
     for part, count in small.items():
         if count >= min_files:
-            lake.tables.compact(name, part, target_bytes)
+            lake.maintenance.compact(name, part, target_bytes)
     return before, lake.queries.file_count(name)
 
 
@@ -82,7 +81,7 @@ def maintain(settings: Settings, *, dry_run: bool = False) -> list[str]:
     if not lake.tables.exists():
         raise EcomStreamError(f"no lake at {lake.root}: nothing to maintain")
     lines = []
-    with LakeLock(lake.layout.lock_path, "maintain"):
+    with lake.writer_lock("maintain"):
         counts = {}
         for name in TABLES:
             if dry_run:
@@ -96,12 +95,9 @@ def maintain(settings: Settings, *, dry_run: bool = False) -> list[str]:
         for name, spec in TABLES.items():
             before, after = counts[name]
             if not dry_run:
-                lake.tables.table(name).create_checkpoint()
-            removed = lake.tables.table(name).vacuum(
-                retention_hours=settings.vacuum_retention_hours,
-                dry_run=dry_run,
-                enforce_retention_duration=False,
-                full=True,
+                lake.maintenance.checkpoint(name)
+            removed = lake.maintenance.vacuum(
+                name, retention_hours=settings.vacuum_retention_hours, dry_run=dry_run
             )
             verb = "would delete" if dry_run else "deleted"
             lines.append(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,7 @@ def quarantine_list(lake: Lake) -> list[dict[str, Any]]:
     """Quarantined files with their reasons (from the ``.reason.json`` beside each)."""
     items = []
     for path in lake.blobs.quarantined_files():
-        reason_path = path.with_name(path.name + ".reason.json")
-        try:
-            reason = json.loads(reason_path.read_text())
-        except (OSError, ValueError):
-            reason = {"reason": "(no reason file)"}
+        reason = lake.blobs.quarantine_reason(path) or {"reason": "(no reason file)"}
         items.append(
             {
                 "file": path.name,
@@ -69,12 +64,12 @@ def damage(lake: Lake) -> list[dict[str, Any]]:
     """Everything damaged in the lake, as ``{"table", "problem", "fix"}``: an unfinished
     rebuild, a table log that cannot be loaded or went back below the version the writer
     recorded, and data files missing or of another size than the log says (a ``stat`` each)."""
-    if lake.layout.rebuild_marker_path.exists():
+    if lake.integrity.rebuild_incomplete():
         fix = incomplete_rebuild_fix(lake.root)
         return [{"table": None, "problem": INCOMPLETE_REBUILD, "fix": fix}]
     found: dict[str, str] = {}
     for name in TABLES:
-        if not lake.layout.path(name).is_dir():
+        if not lake.tables.is_created(name):
             continue  # created by the next writer (or reported gone below, if recorded)
         try:
             lake.tables.table(name)
@@ -89,7 +84,7 @@ def damage(lake: Lake) -> list[dict[str, Any]]:
     for name, message in problems:
         found.setdefault(name, message)
     for name in TABLES:
-        if name in found or not lake.layout.path(name).is_dir():
+        if name in found or not lake.tables.is_created(name):
             continue
         try:
             files = lake.integrity.file_problems(name)

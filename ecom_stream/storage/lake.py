@@ -1,10 +1,11 @@
 """``Lake``: the composition root of the storage parts, one per concern.
 
-``layout`` (paths, table names), ``tables`` (Delta: the only ``deltalake`` importer),
-``blobs`` (raw and quarantine files), ``markers`` (marker files by kind), ``queries``
-(entity reads, gold watermark), ``integrity`` (damage checks). Callers use the parts; the
-delegations left below go with their last callers. The names re-exported here keep older
-imports working."""
+``layout`` (paths, table names), ``tables`` (Delta; with ``maintenance``, the only
+``deltalake`` importer), ``blobs`` (raw and quarantine files), ``markers`` (marker files by
+kind), ``queries`` (entity reads, gold watermark), ``integrity`` (damage checks),
+``maintenance`` (compaction, checkpoints, vacuum). Callers use the parts; the delegations
+left below go with their last callers. The names re-exported here keep older imports
+working."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from ecom_stream.storage.layout import (
     incomplete_rebuild_fix,
     incomplete_rebuild_message,
 )
+from ecom_stream.storage.lock import LakeLock
+from ecom_stream.storage.maintenance import Maintenance
 from ecom_stream.storage.markers import Markers
 from ecom_stream.storage.predicates import (
     MAX_KEY_RANGES,
@@ -84,10 +87,15 @@ class Lake:
         self.markers = Markers(self.layout)
         self.queries = Queries(self.tables)
         self.integrity = Integrity(self.layout, self.tables)
+        self.maintenance = Maintenance(self.tables)
 
     def sync(self) -> None:
         """Make every file written under the lake durable with one filesystem sync."""
         sync_filesystem(self.root)
+
+    def writer_lock(self, purpose: str) -> LakeLock:
+        """The lake's one-writer lock (not taken yet: use it as a context manager)."""
+        return LakeLock(self.layout.lock_path, purpose)
 
     def ensure_tables(self) -> None:
         """Open every table, refusing a damaged lake before anything is written, and create

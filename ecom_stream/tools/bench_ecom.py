@@ -69,7 +69,9 @@ def _run_backfill(ds: DataSet, work: Path, timeout: float) -> RunResult:
     )
     if child.finished and child.returncode != 0:
         result.error = f"exit {child.returncode}: {_tail(log)}"
-    if (lake / "_ledger").exists():
+    from ecom_stream.storage.lake import Lake
+
+    if Lake(lake).tables.exists():
         ledger = _ledger(lake)
         result.orders = int(ledger.loc[ledger["entity"] == "orders", "rows_in"].sum())
         outcomes = ledger["outcome"].value_counts().to_dict()
@@ -169,8 +171,10 @@ def _drive_daemon(
 
     Long on purpose: one polling loop whose state (drops, ledger reads, progress) is shared.
     """
-    heartbeat = lake / "_daemon" / "heartbeat.json"
-    while not heartbeat.exists():
+    from ecom_stream.storage.lake import Lake
+
+    markers = Lake(lake).markers
+    while not markers.exists("heartbeat"):
         if daemon.poll() is not None:
             result.error = f"daemon exited with {daemon.returncode} before its first heartbeat"
             return
