@@ -94,13 +94,12 @@ def open_lake(path: str | Path, settings: Settings | None = None) -> Lake:
     """
     from ecom_stream.storage.folders import check_lake_to_write
     from ecom_stream.storage.lake import Lake
-    from ecom_stream.storage.lock import LakeLock
 
     root = Path(path)
     check_lake_to_write(root)
     lake = Lake(root)
-    if not lake.exists():
-        with LakeLock(lake.lock_path, "open_lake"):
+    if not lake.tables.exists():
+        with lake.writer_lock("open_lake"):
             lake.ensure_tables()
     return Lake(root)
 
@@ -117,7 +116,6 @@ def process_files(
     from ecom_stream.engine.pipeline import Pipeline
     from ecom_stream.storage.folders import check_lake_to_write
     from ecom_stream.storage.lake import Lake
-    from ecom_stream.storage.lock import LakeLock
 
     lake_dir = _lake_dir(lake_or_path)
     files = [Path(p) for p in paths]
@@ -126,7 +124,7 @@ def process_files(
         raise ConfigError(f"no such batch file: {', '.join(missing[:3])}")
     check_lake_to_write(lake_dir)
     summary = ProcessSummary()
-    with LakeLock(Lake(lake_dir).lock_path, "process_files"):
+    with Lake(lake_dir).writer_lock("process_files"):
         pipeline = Pipeline(_settings_for(lake_dir, settings), keep_source=keep)
         pipeline.process(files, on_outcome=summary.outcomes.append)
     return summary
@@ -177,7 +175,7 @@ def read_table(
         raise ConfigError(f"unknown table {name!r}: the tables are {', '.join(PUBLIC_TABLES)}")
     handle = lake if isinstance(lake, Lake) else Lake(Path(lake))
     check_lake_to_read(handle.root)
-    if not handle.exists():
+    if not handle.tables.exists():
         raise EcomStreamError(f"no lake at {handle.root}: run a backfill or the daemon first")
-    return handle.read_pandas(PUBLIC_TABLES[name], columns=columns, files=filters)
+    return handle.tables.read_pandas(PUBLIC_TABLES[name], columns=columns, files=filters)
 

@@ -64,7 +64,7 @@ def snapshot(lake_dir: Path, tables: Sequence[str] = COMPARED_TABLES) -> dict[st
     lake = Lake(lake_dir)
     out = {}
     for name in tables:
-        df = lake.read(name).to_pandas()
+        df = lake.tables.read(name).to_pandas()
         df = df[[c for c in df.columns if c not in VOLATILE]]
         for col in df.columns:
             if df[col].map(lambda v: isinstance(v, list | tuple) or hasattr(v, "tolist")).any():

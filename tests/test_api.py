@@ -71,7 +71,7 @@ def test_public_table_names_cover_every_table() -> None:
 
 def test_open_lake_creates_an_empty_lake(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake")
-    assert lake.exists()
+    assert lake.tables.exists()
     assert read_table(lake, "silver.orders").empty
 
 
@@ -115,7 +115,7 @@ def test_process_files_takes_the_writer_lock(
     ecom_lake: Any, ecom_settings: Settings, drop_batch: Callable[..., Path]
 ) -> None:
     path = drop_batch("orders", [order(1)])
-    with LakeLock(ecom_lake.lock_path, "someone else"), pytest.raises(LockError):
+    with LakeLock(ecom_lake.layout.lock_path, "someone else"), pytest.raises(LockError):
         process_files(ecom_lake, [path], ecom_settings)
     assert path.exists()
 

@@ -78,7 +78,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     reason = "invalid JSON at line 1 column 2: " + "expecting a value " * 20
     for i in range(400):  # about 300 KB of JSON: far more than a pipe holds
         name = f"orders_{i:04d}.json"
-        lake.store_quarantined(tmp_path / name, b"[", name,
+        lake.blobs.store_quarantined(tmp_path / name, b"[", name,
                                {"file": name, "batch_id": f"{i:064x}", "reason": reason})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "ecom_stream", "quarantine", "--json", "--lake", str(lake.root)]
@@ -164,7 +164,8 @@ def test_an_unknown_anomaly_category_lists_the_known_ones(small_lake: tuple[Path
     lake, _ = small_lake
     result = run_cli("anomalies", "--category", "Nope", "--lake", str(lake))
     line = assert_one_line_error(result, "'Nope'", "All")
-    known = Lake(lake).read_pandas("revenue_anomalies", columns=["category"])["category"].unique()
+    scored = Lake(lake).tables.read_pandas("revenue_anomalies", columns=["category"])
+    known = scored["category"].unique()
     assert all(str(c) in line for c in known)
     good = run_cli("anomalies", "--category", "All", "--lake", str(lake))
     assert good.returncode == 0, good.stderr

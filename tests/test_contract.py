@@ -37,7 +37,7 @@ def order(oid: int, **kw: Any) -> dict[str, Any]:
 
 
 def rejected(settings: Settings) -> dict[Any, str]:
-    df = Lake(settings.lake_dir).read_pandas("rejected_rows")
+    df = Lake(settings.lake_dir).tables.read_pandas("rejected_rows")
     return dict(zip(df["key"], df["reason"], strict=True))
 
 
@@ -58,10 +58,10 @@ def test_overflowing_numbers_are_rejected_rows_and_gold_stays_exact(
         "5": "orders_total_below_max", "6": "orders_quantities_below_max",
     }
     lake = Lake(settings.lake_dir)
-    daily = lake.read_pandas("daily_revenue").set_index("category")
+    daily = lake.tables.read_pandas("daily_revenue").set_index("category")
     assert daily.loc["All", "revenue_cents"] == 2000 + 3050 + 33 * 2000
     assert daily.loc["All", "units"] == 35
-    assert not lake.read_pandas("revenue_anomalies")["is_anomaly"].any()
+    assert not lake.tables.read_pandas("revenue_anomalies")["is_anomaly"].any()
 
 
 def test_big_numbers_reject_their_rows_and_the_rest_merges(settings: Settings) -> None:
@@ -87,9 +87,9 @@ def test_big_numbers_reject_their_rows_and_the_rest_merges(settings: Settings) -
     ]
     assert reasons["2"] == "products_stock_non_negative_integer"
     assert reasons["3"] == "products_price_below_max"
-    silver = Lake(settings.lake_dir).read_pandas("silver_products")
+    silver = Lake(settings.lake_dir).tables.read_pandas("silver_products")
     assert sorted(silver["product_id"]) == list(range(4, 30))
-    bronze = Lake(settings.lake_dir).read_pandas("bronze_products")
+    bronze = Lake(settings.lake_dir).tables.read_pandas("bronze_products")
     assert len(bronze) == 29 and "1e400" in bronze["price"].tolist()
 
 
@@ -106,7 +106,7 @@ def test_dates_outside_the_window_are_rejected_and_gold_stays_small(
     run_backfill(settings, progress=False)
     assert rejected(settings) == dict.fromkeys(("1", "2", "3"), "orders_created_at_in_window")
     lake = Lake(settings.lake_dir)
-    anomalies = lake.read_pandas("revenue_anomalies")
+    anomalies = lake.tables.read_pandas("revenue_anomalies")
     # the 2000-01-01 order and the 2025-06-01 orders: a series of bounded length
     assert anomalies["order_date"].min() == datetime(2000, 1, 1).date()
     assert len(anomalies) < 200
@@ -127,12 +127,12 @@ def test_the_window_follows_the_received_time_so_a_rebuild_agrees(
     pipe = Pipeline(settings, received_at=lambda _path: received)
     pipe.process(sorted(settings.landing_dir.iterdir()))
     assert rejected(settings) == {"3": "orders_created_at_in_window"}
-    silver = Lake(settings.lake_dir).read_pandas("silver_orders")
+    silver = Lake(settings.lake_dir).tables.read_pandas("silver_orders")
     assert {1, 2} <= set(silver["order_id"])
     into = tmp_path / "rebuilt"
     rebuild(settings, into)
     assert_same_tables(snapshot(settings.lake_dir), snapshot(into))
-    again = Lake(into).read_pandas("rejected_rows")
+    again = Lake(into).tables.read_pandas("rejected_rows")
     assert again["reason"].tolist() == ["orders_created_at_in_window"]
 
 
@@ -148,7 +148,7 @@ def test_bounds_are_settings(settings: Settings, write_batch: Callable[..., Path
         "1": "orders_total_below_max", "2": "orders_quantities_below_max",
         "3": "orders_created_at_in_window",
     }
-    daily = Lake(strict.lake_dir).read_pandas("daily_revenue")
+    daily = Lake(strict.lake_dir).tables.read_pandas("daily_revenue")
     assert isinstance(daily, pd.DataFrame) and len(daily) == 2  # Books and All, one day
 
 
@@ -169,9 +169,9 @@ def test_far_dates_already_in_silver_keep_gold_bounded(
     write_batch("orders-2.json", [order(3, created_at="2025-06-01T00:00:00")])
     assert run_backfill(lax, progress=False).outcomes == {"merged": 1}
     lake = Lake(settings.lake_dir)
-    anomalies = lake.read_pandas("revenue_anomalies")
+    anomalies = lake.tables.read_pandas("revenue_anomalies")
     assert len(anomalies) == 2 * 3 * 31 - 2 * 30  # All and Books; the newest run is one day
-    daily = lake.read_pandas("daily_revenue")
+    daily = lake.tables.read_pandas("daily_revenue")
     assert len(daily) == 6
 
 

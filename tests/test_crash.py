@@ -109,6 +109,7 @@ def test_kill_minus_nine_then_restart_equals_clean_run(tmp_path: Path) -> None:
     # Bronze and rejected rows: no row twice, none lost.
     bronze = ["bronze_orders", "bronze_products", "rejected_rows"]
     assert_same_tables(snapshot(lake, bronze), snapshot(clean_lake, bronze))
-    outcomes = Lake(lake).read_pandas("ledger").groupby("outcome").size().to_dict()
-    clean_outcomes = Lake(clean_lake).read_pandas("ledger").groupby("outcome").size().to_dict()
+    outcomes = Lake(lake).tables.read_pandas("ledger").groupby("outcome").size().to_dict()
+    clean_ledger = Lake(clean_lake).tables.read_pandas("ledger")
+    clean_outcomes = clean_ledger.groupby("outcome").size().to_dict()
     assert outcomes == clean_outcomes

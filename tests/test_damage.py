@@ -67,23 +67,23 @@ def filled(settings: Settings, write_batch: Callable[..., Path]) -> Settings:
 
 
 def commit_file(lake: Lake, name: str, version: int) -> Path:
-    return lake.path(name) / "_delta_log" / f"{version:020d}.json"
+    return lake.layout.path(name) / "_delta_log" / f"{version:020d}.json"
 
 
 def drop_newest_commit(lake: Lake, name: str) -> int:
     """Delete a table's newest commit file; returns the version it held."""
-    version = DeltaTable(str(lake.path(name))).version()
+    version = DeltaTable(str(lake.layout.path(name))).version()
     newest = commit_file(lake, name, version)
     checkpoint = newest.with_suffix(".checkpoint.parquet")
     assert not checkpoint.exists(), "pick a version between checkpoints"
     newest.unlink()
-    assert DeltaTable(str(lake.path(name))).version() == version - 1
+    assert DeltaTable(str(lake.layout.path(name))).version() == version - 1
     return version
 
 
 def data_files(lake: Lake, name: str) -> list[Path]:
-    actions = DeltaTable(str(lake.path(name))).get_add_actions(flatten=True)
-    return [lake.path(name) / p for p in actions.column("path").to_pylist()]
+    actions = DeltaTable(str(lake.layout.path(name))).get_add_actions(flatten=True)
+    return [lake.layout.path(name) / p for p in actions.column("path").to_pylist()]
 
 
 def one_line_error(stderr: str) -> str:
@@ -101,17 +101,17 @@ def test_a_rolled_back_table_log_stops_the_writer_before_it_writes(
 ) -> None:
     lake = Lake(filled.lake_dir)
     lost = drop_newest_commit(lake, table)
-    rows_before = Lake(filled.lake_dir).count("ledger")
+    rows_before = Lake(filled.lake_dir).queries.count("ledger")
     new = write_batch("orders-3.json", [order(4)])
 
     with pytest.raises(LakeDamagedError) as info:
         run_backfill(filled, progress=False)
     message = str(info.value)
-    assert str(lake.path(table)) in message and FIX in message
+    assert str(lake.layout.path(table)) in message and FIX in message
     assert f"version {lost - 1}" in message and f"version {lost}" in message
     # Nothing more was written: the lost version was not written again, the file waits.
     assert not commit_file(lake, table, lost).exists()
-    assert Lake(filled.lake_dir).count("ledger") == rows_before
+    assert Lake(filled.lake_dir).queries.count("ledger") == rows_before
     assert new.exists()
 
 
@@ -129,7 +129,7 @@ def test_a_rolled_back_ledger_is_detected_through_the_writers_marker(
 
 def test_a_gap_in_a_table_log_is_damage(filled: Settings) -> None:
     lake = Lake(filled.lake_dir)
-    version = DeltaTable(str(lake.path("silver_orders"))).version()
+    version = DeltaTable(str(lake.layout.path("silver_orders"))).version()
     commit_file(lake, "silver_orders", version - 1).unlink()
     with pytest.raises(LakeDamagedError, match=r"silver/orders.*rebuild --into"):
         run_backfill(filled, progress=False)
@@ -160,7 +160,7 @@ def test_commit_files_expiring_under_the_retention_are_not_damage(
     lake = Lake(filled.lake_dir)
     lake.ensure_tables()
     for name in ("silver_orders", "silver_products", "ledger"):
-        dt = lake.table(name)
+        dt = lake.tables.table(name)
         dt.create_checkpoint()
         for version in range(dt.version()):
             commit_file(lake, name, version).unlink(missing_ok=True)

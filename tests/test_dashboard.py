@@ -340,7 +340,7 @@ def test_refreshes_racing_commits_never_fail(
     at.run()
     expected = views.table_versions(Lake(copied[0]))
     shown = int(kpis(at)["Orders"].replace(",", ""))
-    assert shown == Lake(copied[0]).count("silver_orders"), expected
+    assert shown == Lake(copied[0]).queries.count("silver_orders"), expected
 
 
 # -- serving -----------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_open_page_shows_new_batches_without_reload(tmp_path: Path) -> None:
     lake, landing = tmp_path / "lake", tmp_path / "landing"
     landing.mkdir()
     merge_batches(lake, landing, tmp_path / "first", start=1, batches=30)
-    orders_before = Lake(lake).count("silver_orders")
+    orders_before = Lake(lake).queries.count("silver_orders")
 
     port, log = free_port(), tmp_path / "dashboard.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_DASHBOARD_REFRESH_SECONDS": "1"}
@@ -111,7 +111,7 @@ def test_open_page_shows_new_batches_without_reload(tmp_path: Path) -> None:
                 page.evaluate("window.__not_reloaded = true")
 
                 merge_batches(lake, landing, tmp_path / "second", start=31, batches=1)
-                orders_after = Lake(lake).count("silver_orders")
+                orders_after = Lake(lake).queries.count("silver_orders")
                 assert orders_after > orders_before
                 expect(orders).not_to_have_text(f"{orders_before:,}", timeout=60_000)
                 expect(orders).to_have_text(f"{orders_after:,}", timeout=30_000)

@@ -77,14 +77,16 @@ def batches(draw: st.DrawFn) -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 def full_gold(lake: Lake, s: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    orders = lake.read_pandas(
+    orders = lake.tables.read_pandas(
         "silver_orders", columns=["order_id", "total", "status", "order_date"]
     )
-    lines = lake.read_pandas(
+    lines = lake.tables.read_pandas(
         "silver_order_lines",
         columns=["order_id", "line_no", "product_id", "quantity", "order_date"],
     )
-    products = lake.read_pandas("silver_products", columns=["product_id", "price", "category"])
+    products = lake.tables.read_pandas(
+        "silver_products", columns=["product_id", "price", "category"]
+    )
     daily = gold.daily_revenue(orders, lines, products, s.excluded_statuses)
     scores = gold.anomalies(
         daily,
@@ -127,9 +129,10 @@ def test_incremental_gold_equals_full_after_every_batch(
         path.write_text(json.dumps(records))
         pipeline.process([path])
         daily, scores = full_gold(pipeline.lake, s)
-        same(pipeline.lake.read_pandas("daily_revenue"), daily, f"daily_revenue after {name}")
+        tables = pipeline.lake.tables
+        same(tables.read_pandas("daily_revenue"), daily, f"daily_revenue after {name}")
         same(
-            pipeline.lake.read_pandas("revenue_anomalies"),
+            pipeline.lake.tables.read_pandas("revenue_anomalies"),
             scores,
             f"revenue_anomalies after {name}",
         )
@@ -148,10 +151,11 @@ def test_rebuild_gold_and_anomaly_export(
     )
     assert main([*base, "backfill", "--no-progress"]) == 0
     lake = Lake(tmp_path / "lake")
-    before = (lake.read_pandas("daily_revenue"), lake.read_pandas("revenue_anomalies"))
+    tables = lake.tables
+    before = (tables.read_pandas("daily_revenue"), tables.read_pandas("revenue_anomalies"))
     assert main([*base, "rebuild-gold"]) == 0
-    same(lake.read_pandas("daily_revenue"), before[0], "daily after rebuild-gold")
-    same(lake.read_pandas("revenue_anomalies"), before[1], "anomalies after rebuild-gold")
+    same(lake.tables.read_pandas("daily_revenue"), before[0], "daily after rebuild-gold")
+    same(lake.tables.read_pandas("revenue_anomalies"), before[1], "anomalies after rebuild-gold")
     # The category revenues of each day add up to the day's total, to the cent.
     daily = before[0]
     per_day = daily[daily["category"] != "All"].groupby("order_date")["revenue_cents"].sum()

@@ -28,7 +28,8 @@ def listed(settings: Settings) -> dict[str, str]:
 
 
 def outcomes(settings: Settings) -> list[tuple[str, str]]:
-    ledger = Lake(settings.lake_dir).read_pandas("ledger").sort_values("finished_at", kind="stable")
+    ledger = Lake(settings.lake_dir).tables.read_pandas("ledger")
+    ledger = ledger.sort_values("finished_at", kind="stable")
     return list(zip(ledger["file_name"], ledger["outcome"], strict=True))
 
 
@@ -64,13 +65,13 @@ def test_odd_names_are_quarantined_and_never_stop_the_others(
     with caplog.at_level(logging.INFO, logger="ecom_stream"):
         summary = run_backfill(settings, progress=False)
     assert summary.outcomes == {"quarantined": 3, "merged": 1}
-    assert Lake(settings.lake_dir).read_pandas("silver_orders")["order_id"].tolist() == [9]
+    assert Lake(settings.lake_dir).tables.read_pandas("silver_orders")["order_id"].tolist() == [9]
     assert list(land.iterdir()) == []
     reasons = listed(settings)
     assert "254 bytes long" in reasons[long_name]
     assert "not UTF-8" in reasons["orders-\\xff.json"]
     assert "control character" in reasons["orders-2\\nINFO forged.json"]
-    for stored in Lake(settings.lake_dir).quarantined_files():
+    for stored in Lake(settings.lake_dir).blobs.quarantined_files():
         assert len(os.fsencode(stored.name)) <= 200 and stored.name.isprintable()
         stored.name.encode("utf-8")  # a safe stored name: valid UTF-8
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
@@ -105,7 +106,7 @@ def test_a_file_quarantined_for_its_name_comes_back_under_a_fixed_one(
     # The hint is true: the same bytes under a fixed name are merged, not a duplicate...
     (land / "orders-x.jsonl").write_bytes(data)
     assert run_backfill(settings, progress=False).outcomes == {"merged": 1}
-    orders = Lake(settings.lake_dir).read_pandas("silver_orders")
+    orders = Lake(settings.lake_dir).tables.read_pandas("silver_orders")
     assert sorted(orders["order_id"]) == [1, 2]
     # ...while the same good bytes again are still a duplicate,
     (land / "orders-y.jsonl").write_bytes(data)
@@ -129,7 +130,7 @@ def test_a_file_quarantined_for_its_name_comes_back_under_a_fixed_one(
     assert "orders-z.jsonl" in capsys.readouterr().out
     assert (land / "orders-z.jsonl").exists() and "orders-z.csv" not in listed(settings)
     assert run_backfill(settings, progress=False).outcomes == {"merged": 1}
-    orders = Lake(settings.lake_dir).read_pandas("silver_orders")
+    orders = Lake(settings.lake_dir).tables.read_pandas("silver_orders")
     assert sorted(orders["order_id"]) == [1, 2, 4]
 
 
@@ -186,7 +187,7 @@ def test_unread_files_are_moved_whole_into_quarantine(
     ]
     summary = run_backfill(settings, progress=False)
     assert summary.outcomes == {"merged": 2, "quarantined": 1}  # the pipe is still a pipe
-    ids = Lake(settings.lake_dir).read_pandas("silver_orders")["order_id"]
+    ids = Lake(settings.lake_dir).tables.read_pandas("silver_orders")["order_id"]
     assert sorted(ids) == [*range(1, 40), 50, 60]
 
 

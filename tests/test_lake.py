@@ -23,7 +23,7 @@ from ecom_stream.transform.bookkeeping import FileOutcome, ledger_rows
 def test_older_ledger_gains_new_columns_and_keeps_rows(tmp_path: Path) -> None:
     # A ledger as an older version wrote it: without the gold_committed_at column.
     lake = Lake(tmp_path / "lake", writer=True)
-    path = lake.path("ledger")
+    path = lake.layout.path("ledger")
     path.mkdir(parents=True)
     old_schema = pa.schema([f for f in TABLES["ledger"].schema if f.name != "gold_committed_at"])
     old_row = ledger_rows([FileOutcome("a.json", "orders", "b1", "a1", "merged")], {}, 1)
@@ -31,7 +31,7 @@ def test_older_ledger_gains_new_columns_and_keeps_rows(tmp_path: Path) -> None:
 
     lake.ensure_tables()
     new = FileOutcome("b.json", "orders", "b2", "a2", "merged")
-    lake.append("ledger", ledger_rows([new], {}, 1))
+    lake.tables.append("ledger", ledger_rows([new], {}, 1))
 
     table = DeltaTable(str(path)).to_pyarrow_table()
     assert "gold_committed_at" in table.column_names
@@ -58,20 +58,20 @@ def test_bookkeeping_rows_name_their_arrival(tmp_path: Path) -> None:
     lake.ensure_tables()
     schema = TABLES["quarantine_records"].schema
     rows = pa.Table.from_pylist([{"arrival_id": "a1"}, {"arrival_id": "a2"}], schema=schema)
-    lake.append("quarantine_records", rows)
-    assert lake.committed_arrivals("quarantine_records", ["a1", "a3"]) == {"a1"}
-    assert lake.committed_arrivals("quarantine_records", []) == set()
+    lake.tables.append("quarantine_records", rows)
+    assert lake.queries.committed_arrivals("quarantine_records", ["a1", "a3"]) == {"a1"}
+    assert lake.queries.committed_arrivals("quarantine_records", []) == set()
     # Older versions marked their appends with an app transaction instead of the column.
     legacy = LEGACY_ARRIVAL_TXN.format(arrival="a4")
-    lake.append("quarantine_records", schema.empty_table(), txns=[legacy])
-    assert lake.committed_arrivals("quarantine_records", ["a4", "a5"]) == {"a4"}
+    lake.tables.append("quarantine_records", schema.empty_table(), txns=[legacy])
+    assert lake.queries.committed_arrivals("quarantine_records", ["a4", "a5"]) == {"a4"}
     with pytest.raises(ValueError, match="does not record file arrivals"):
-        lake.arrival_column("ledger")
+        lake.queries.arrival_column("ledger")
 
 
 def test_older_bronze_gains_the_arrival_column(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake", writer=True)
-    path = lake.path("bronze_orders")
+    path = lake.layout.path("bronze_orders")
     path.mkdir(parents=True)
     old_schema = pa.schema([f for f in TABLES["bronze_orders"].schema if f.name != "_arrival_id"])
     DeltaTable.create(str(path), old_schema)
@@ -80,8 +80,9 @@ def test_older_bronze_gains_the_arrival_column(tmp_path: Path) -> None:
     new_row = {name: None for name in TABLES["bronze_orders"].schema.names}
     new_row.update(_batch_id="b", _source_file="orders-1.json", _row_no=0, _row_hash="h",
                    _ingested_at=datetime(2026, 1, 1, tzinfo=UTC), _arrival_id="a1")
-    lake.append("bronze_orders", pa.Table.from_pylist([new_row], TABLES["bronze_orders"].schema))
-    assert lake.committed_arrivals("bronze_orders", ["a1", "a2"]) == {"a1"}
+    schema = TABLES["bronze_orders"].schema
+    lake.tables.append("bronze_orders", pa.Table.from_pylist([new_row], schema))
+    assert lake.queries.committed_arrivals("bronze_orders", ["a1", "a2"]) == {"a1"}
 
 
 def test_bookkeeping_tables_expire_arrival_transactions(tmp_path: Path) -> None:
@@ -89,26 +90,26 @@ def test_bookkeeping_tables_expire_arrival_transactions(tmp_path: Path) -> None:
     lake.ensure_tables()
     retention = "delta.setTransactionRetentionDuration"
     for name, spec in TABLES.items():
-        configured = DeltaTable(str(lake.path(name))).metadata().configuration.get(retention)
+        configured = DeltaTable(str(lake.layout.path(name))).metadata().configuration.get(retention)
         assert configured == (spec.configuration or {}).get(retention)
     assert (TABLES["bronze_orders"].configuration or {})[retention] == ARRIVAL_TXN_RETENTION
     # Gold's watermark is a transaction too: it never expires.
     assert retention not in (TABLES["revenue_anomalies"].configuration or {})
 
     # Our transactions carry lastUpdated, so Delta expires them once past the retention.
-    lake.table("rejected_rows").alter.set_table_properties({retention: "interval 1 seconds"})
+    lake.tables.table("rejected_rows").alter.set_table_properties({retention: "interval 1 seconds"})
     rows = TABLES["rejected_rows"].schema.empty_table()
-    lake.append("rejected_rows", rows, txns=["ecom:arrival:old"])
+    lake.tables.append("rejected_rows", rows, txns=["ecom:arrival:old"])
     time.sleep(1.5)
-    lake.append("rejected_rows", rows, txns=["ecom:arrival:new"])
+    lake.tables.append("rejected_rows", rows, txns=["ecom:arrival:new"])
     reopened = Lake(tmp_path / "lake")
-    assert not reopened.has_txn("rejected_rows", "ecom:arrival:old")
-    assert reopened.has_txn("rejected_rows", "ecom:arrival:new")
+    assert not reopened.queries.has_txn("rejected_rows", "ecom:arrival:old")
+    assert reopened.queries.has_txn("rejected_rows", "ecom:arrival:new")
 
 
 def test_older_table_gains_the_retention_property(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake", writer=True)
-    path = lake.path("quality_validations")
+    path = lake.layout.path("quality_validations")
     path.mkdir(parents=True)
     DeltaTable.create(str(path), TABLES["quality_validations"].schema)  # no properties
     lake.ensure_tables()
@@ -122,17 +123,17 @@ def test_commit_files_are_deleted_once_past_the_retention(tmp_path: Path) -> Non
     lake.ensure_tables()
     for name, spec in TABLES.items():
         assert (spec.configuration or {})["delta.logRetentionDuration"] == LOG_RETENTION
-        configured = DeltaTable(str(lake.path(name))).metadata().configuration
+        configured = DeltaTable(str(lake.layout.path(name))).metadata().configuration
         assert configured["delta.logRetentionDuration"] == LOG_RETENTION
-    lake.table("ledger").alter.set_table_properties(
+    lake.tables.table("ledger").alter.set_table_properties(
         {"delta.logRetentionDuration": "interval 1 seconds"}
     )
     rows = ledger_rows([FileOutcome("a.json", "orders", "b1", "a1", "merged")], {}, 1)
     for _ in range(60):
-        lake.append("ledger", rows)
+        lake.tables.append("ledger", rows)
     time.sleep(1.2)
     for _ in range(60):  # crosses checkpoints (every 10 commits): expired commits are deleted
-        lake.append("ledger", rows)
-    commits = list((lake.path("ledger") / "_delta_log").glob("*.json"))
+        lake.tables.append("ledger", rows)
+    commits = list((lake.layout.path("ledger") / "_delta_log").glob("*.json"))
     assert len(commits) <= 70
-    assert Lake(tmp_path / "lake").count("ledger") == 120  # the table itself is whole
+    assert Lake(tmp_path / "lake").queries.count("ledger") == 120  # the table itself is whole

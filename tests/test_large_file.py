@@ -68,8 +68,8 @@ def run(
 
 def facts(s: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     lake = Lake(s.lake_dir)
-    ledger = lake.read_pandas("ledger")[LEDGER_FACTS].sort_values("file_name")
-    quality = lake.read_pandas("quality_validations")[QUALITY]
+    ledger = lake.tables.read_pandas("ledger")[LEDGER_FACTS].sort_values("file_name")
+    quality = lake.tables.read_pandas("quality_validations")[QUALITY]
     quality = quality.sort_values(["source_file", "expectation"])
     return ledger.reset_index(drop=True), quality.reset_index(drop=True)
 
@@ -93,7 +93,7 @@ def test_a_large_file_in_pieces_gives_the_tables_of_the_whole_file(
     assert warning["unexpected_count"].tolist() == [1]
     assert not list(pieces.landing_dir.iterdir())
     # It was merged in pieces: 50 rows a piece, each appending bronze under its own arrival.
-    bronze = Lake(pieces.lake_dir).read_pandas("bronze_orders")
+    bronze = Lake(pieces.lake_dir).tables.read_pandas("bronze_orders")
     assert bronze.loc[bronze["_source_file"] == big_name, "_arrival_id"].nunique() == 5
 
 
@@ -139,7 +139,7 @@ def test_a_failure_in_a_middle_piece_then_a_retry_doubles_nothing(
     monkeypatch.setattr(Tables, method, crash)
     with pytest.raises(OSError, match="simulated crash"):  # a crash: no retry in-process
         run_backfill(s.replace(backfill_retries=0), progress=False)
-    assert Lake(s.lake_dir).inflight_path.exists()
+    assert Lake(s.lake_dir).markers.exists("inflight")
     assert (s.landing_dir / big_name).exists()
     monkeypatch.setattr(Tables, method, original)
     run_backfill(s, progress=False)
@@ -164,10 +164,10 @@ def test_a_large_file_with_a_bad_line_is_quarantined_naming_the_file_line(
     path.write_text(path.read_text().replace('"__BAD__"', "{not json"))
     run_backfill(s, progress=False)
     lake = Lake(s.lake_dir)
-    row = lake.read_pandas("ledger").iloc[0]
+    row = lake.tables.read_pandas("ledger").iloc[0]
     assert row["outcome"] == "quarantined"
     assert f"line {201 if big_name.endswith('jsonl') else 202}" in row["reason"]
-    assert lake.read("bronze_orders").num_rows == 0
-    assert lake.read("silver_orders").num_rows == 0
+    assert lake.tables.read("bronze_orders").num_rows == 0
+    assert lake.tables.read("silver_orders").num_rows == 0
 
 

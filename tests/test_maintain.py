@@ -31,8 +31,9 @@ def test_maintain_compacts_and_tables_read_back_identically(
     lake = Lake(tmp_path / "lake")
     every = list(TABLES)
     before = snapshot(tmp_path / "lake", every)
-    files_before = {name: lake.file_count(name) for name in every}
-    files_before_versions = {t: lake.version(t) for t in ("silver_orders", "silver_products")}
+    files_before = {name: lake.queries.file_count(name) for name in every}
+    silver = ("silver_orders", "silver_products")
+    files_before_versions = {t: lake.tables.version(t) for t in silver}
     assert files_before["bronze_orders"] > 1
 
     capsys.readouterr()
@@ -48,7 +49,7 @@ def test_maintain_compacts_and_tables_read_back_identically(
     for table, mark in maintained.gold_watermark().items():
         assert mark is not None and mark >= files_before_versions[table]
         assert maintained.commit_metadata_since(table, mark) is not None
-    files_after = {name: Lake(tmp_path / "lake").file_count(name) for name in every}
+    files_after = {name: Lake(tmp_path / "lake").queries.file_count(name) for name in every}
     assert files_after["bronze_orders"] == 1
     assert all(files_after[n] <= files_before[n] for n in every)
     # Unreferenced files are gone from disk: parquet files on disk == files referenced.
@@ -84,19 +85,19 @@ def test_daemon_compaction_merges_small_files_and_leaves_large_ones(tmp_path: Pa
         data["raw"] = pa.array([f"{v:032x}" for v in rng.integers(0, 2**62, n)])
         return pa.table(data, schema=schema)
 
-    lake.append("rejected_rows", rows(60_000))
-    large = set(lake.table("rejected_rows").file_uris())
-    dt = lake.table("rejected_rows")
+    lake.tables.append("rejected_rows", rows(60_000))
+    large = set(lake.tables.table("rejected_rows").file_uris())
+    dt = lake.tables.table("rejected_rows")
     sizes = pa.table(dt.get_add_actions(flatten=True)).column("size_bytes").to_pylist()
     assert sizes[0] > DAEMON_TARGET_BYTES
     for _ in range(12):
-        lake.append("rejected_rows", rows(50))
+        lake.tables.append("rejected_rows", rows(50))
     before = snapshot(tmp_path / "lake", ["rejected_rows"])
 
     done = compact_if_needed(lake, Settings(maintain_every_commits=10))
 
     assert any("rejected_rows" in line for line in done)
-    after_files = set(lake.table("rejected_rows").file_uris())
+    after_files = set(lake.tables.table("rejected_rows").file_uris())
     assert large <= after_files  # the large file was not rewritten
     assert len(after_files) == 2  # the 12 small files became one
     assert_same_tables(snapshot(tmp_path / "lake", ["rejected_rows"]), before)

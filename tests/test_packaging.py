@@ -190,10 +190,10 @@ def test_installed_demo_runs_and_stops_outside_the_checkout(venv: Path, tmp_path
         def running() -> bool:
             assert proc.poll() is None, log.read_text()
             lake = Lake(work / "lake")
-            if not lake.exists() or not _healthy(port):
+            if not lake.tables.exists() or not _healthy(port):
                 return False
             try:
-                ledger = lake.read_pandas("ledger", columns=["file_name", "outcome"])
+                ledger = lake.tables.read_pandas("ledger", columns=["file_name", "outcome"])
             except Exception:  # read while a commit lands: try again at the next poll
                 return False
             merged = ledger[ledger["outcome"] == "merged"]["file_name"]

@@ -68,7 +68,7 @@ def order(
 
 
 def ledger(settings: Settings) -> pd.DataFrame:
-    return Lake(settings.lake_dir).read_pandas("ledger")
+    return Lake(settings.lake_dir).tables.read_pandas("ledger")
 
 
 def test_backfill_merges_and_empties_landing(
@@ -81,11 +81,11 @@ def test_backfill_merges_and_empties_landing(
     assert summary.outcomes == {"merged": 2}
     assert list(settings.landing_dir.iterdir()) == []
     lake = Lake(settings.lake_dir)
-    assert sorted(lake.read_pandas("silver_products")["product_id"]) == list(range(1, 20))
-    assert sorted(lake.read_pandas("silver_orders")["order_id"]) == [1, 2]
-    assert lake.count("silver_order_lines") == 3
-    assert lake.count("bronze_products") == 20  # the rejected row is kept in bronze
-    rejected = lake.read_pandas("rejected_rows")
+    assert sorted(lake.tables.read_pandas("silver_products")["product_id"]) == list(range(1, 20))
+    assert sorted(lake.tables.read_pandas("silver_orders")["order_id"]) == [1, 2]
+    assert lake.queries.count("silver_order_lines") == 3
+    assert lake.queries.count("bronze_products") == 20  # the rejected row is kept in bronze
+    rejected = lake.tables.read_pandas("rejected_rows")
     assert rejected[["entity", "key", "reason"]].values.tolist() == [
         ["products", "99", "products_price_positive"]
     ]
@@ -101,7 +101,7 @@ def test_upsert_keeps_newest_version(settings: Settings, write_batch: Callable[.
     write_batch("orders-2.json", [order(1, status="shipped", updated="2026-01-05T00:00:00")])
     write_batch("orders-1.json", [order(1, status="pending", updated="2026-01-03T00:00:00")])
     run_backfill(settings, progress=False)
-    orders = Lake(settings.lake_dir).read_pandas("silver_orders")
+    orders = Lake(settings.lake_dir).tables.read_pandas("silver_orders")
     assert orders["status"].tolist() == ["shipped"]
 
 
@@ -112,7 +112,7 @@ def test_invalid_newer_version_never_erases(
     run_backfill(settings, progress=False)
     write_batch("orders-2.json", [order(1, total=-5, updated="2026-01-09T00:00:00")])
     run_backfill(settings, progress=False)
-    orders = Lake(settings.lake_dir).read_pandas("silver_orders")
+    orders = Lake(settings.lake_dir).tables.read_pandas("silver_orders")
     assert orders["total"].tolist() == [20.0]
 
 
@@ -125,7 +125,7 @@ def test_lines_follow_order_updates(settings: Settings, write_batch: Callable[..
         [order(1, pids=[4], created="2026-01-04T10:00:00", updated="2026-01-05T00:00:00")],
     )
     run_backfill(settings, progress=False)
-    lines = Lake(settings.lake_dir).read_pandas("silver_order_lines")
+    lines = Lake(settings.lake_dir).tables.read_pandas("silver_order_lines")
     assert lines[["order_id", "line_no", "product_id"]].values.tolist() == [[1, 1, 4]]
     assert str(lines["order_date"].iloc[0]) == "2026-01-04"
 
@@ -135,11 +135,11 @@ def test_same_file_twice_is_a_duplicate(
 ) -> None:
     write_batch("orders-1.json", [order(1)])
     run_backfill(settings, progress=False)
-    before = Lake(settings.lake_dir).versions()
+    before = Lake(settings.lake_dir).tables.versions()
     write_batch("orders-1-again.json", [order(1)])
     summary = run_backfill(settings, progress=False)
     assert summary.outcomes == {"duplicate": 1}
-    after = Lake(settings.lake_dir).versions()
+    after = Lake(settings.lake_dir).tables.versions()
     assert {k: v for k, v in after.items() if k != "ledger"} == {
         k: v for k, v in before.items() if k != "ledger"
     }
@@ -157,7 +157,7 @@ def test_a_third_copy_after_a_duplicate_is_a_duplicate_too(
     assert ledger(settings)["outcome"].value_counts().to_dict() == {"duplicate": 2, "merged": 1}
     write_batch("orders-3.json", [order(1), order(2)])
     assert run_backfill(settings, progress=False).outcomes == {"duplicate": 1}  # after a restart
-    assert Lake(settings.lake_dir).count("bronze_orders") == 2
+    assert Lake(settings.lake_dir).queries.count("bronze_orders") == 2
 
 
 def test_empty_array_is_recorded_as_empty(
@@ -199,17 +199,17 @@ def test_malformed_files_are_quarantined_never_crash(settings: Settings) -> None
     assert "symbolic link" in reasons["orders-link.json"]
     assert (settings.lake_dir / "quarantine" / "orders-link.json").is_symlink()
     assert target.exists()  # the link's target was never touched
-    assert Lake(settings.lake_dir).count("quarantine_records") == 7
+    assert Lake(settings.lake_dir).queries.count("quarantine_records") == 7
 
 
 def test_schema_drift_is_rescued(settings: Settings, write_batch: Callable[..., Path]) -> None:
     write_batch("orders-1.json", [order(1, coupon="SPRING", channel="app"), order(2)])
     run_backfill(settings, progress=False)
-    bronze = Lake(settings.lake_dir).read_pandas("bronze_orders").sort_values("order_id")
+    bronze = Lake(settings.lake_dir).tables.read_pandas("bronze_orders").sort_values("order_id")
     assert json.loads(bronze["_rescued"].iloc[0]) == {"channel": "app", "coupon": "SPRING"}
     assert bronze["_rescued"].isna().iloc[1]
     assert ledger(settings)["rows_rescued"].tolist() == [1]
-    assert Lake(settings.lake_dir).count("silver_orders") == 2
+    assert Lake(settings.lake_dir).queries.count("silver_orders") == 2
 
 
 def _batches() -> list[tuple[str, list[dict[str, Any]]]]:
@@ -325,7 +325,7 @@ def test_a_crash_between_bookkeeping_appends_doubles_no_row(
     monkeypatch.setattr(Tables, method, crash)
     with pytest.raises(OSError, match="simulated crash"):  # a crash: no retry in-process
         run_backfill(settings.replace(backfill_retries=0), progress=False)
-    assert Lake(settings.lake_dir).inflight_path.exists()  # the crashed micro-batch is known
+    assert Lake(settings.lake_dir).markers.exists("inflight")  # the crashed micro-batch is known
     monkeypatch.setattr(Tables, method, original)
     run_backfill(settings, progress=False)
 

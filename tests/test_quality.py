@@ -78,8 +78,8 @@ def test_bad_batch_corpus_next_to_a_good_one(
             and data["quarantined_at"]
             and data["entity"] in ("orders", "products", None)
         )
-    assert Lake(settings.lake_dir).count("silver_orders") == 20
-    records = Lake(settings.lake_dir).read_pandas("quarantine_records")
+    assert Lake(settings.lake_dir).queries.count("silver_orders") == 20
+    records = Lake(settings.lake_dir).tables.read_pandas("quarantine_records")
     assert len(records) == 9
 
 
@@ -95,7 +95,7 @@ def test_ten_percent_gate_edges(
     assert summary.outcomes == {outcome: 1}
     if outcome == "merged":
         assert summary.rows_rejected == bad
-        assert Lake(settings.lake_dir).count("silver_products") == rows - bad
+        assert Lake(settings.lake_dir).queries.count("silver_products") == rows - bad
 
 
 def test_wrong_type_column_is_handled_by_row_rules(
@@ -113,7 +113,7 @@ def test_wrong_type_column_is_handled_by_row_rules(
     assert summary.outcomes == {"merged": 1, "quarantined": 1}
     assert summary.rows_rejected == 2
     lake = Lake(settings.lake_dir)
-    assert set(lake.read_pandas("rejected_rows")["reason"]) == {"orders_total_non_negative"}
+    assert set(lake.tables.read_pandas("rejected_rows")["reason"]) == {"orders_total_non_negative"}
 
 
 def test_warnings_are_recorded_not_rejected(
@@ -125,8 +125,8 @@ def test_warnings_are_recorded_not_rejected(
     )
     run_backfill(settings, progress=False)
     lake = Lake(settings.lake_dir)
-    assert lake.count("silver_orders") == 10
-    q = lake.read_pandas("quality_validations").set_index("expectation")
+    assert lake.queries.count("silver_orders") == 10
+    q = lake.tables.read_pandas("quality_validations").set_index("expectation")
     assert not q.loc["orders_status_known", "success"]
     assert q.loc["orders_status_known", "policy"] == "warn"
     assert q.loc["orders_status_known", "unexpected_count"] == 1
@@ -140,7 +140,7 @@ def test_domain_warning_status_going_backwards(
     run_backfill(settings, progress=False)
     write_batch("orders-2.json", [order(1, status="pending", updated="2026-01-04T00:00:00")])
     run_backfill(settings, progress=False)
-    q = Lake(settings.lake_dir).read_pandas("quality_validations")
+    q = Lake(settings.lake_dir).tables.read_pandas("quality_validations")
     back = q[(q["expectation"] == "orders_status_backwards") & ~q["success"]]
     assert len(back) == 1
     assert back["source_file"].iloc[0] == "orders-2.json"
@@ -155,7 +155,7 @@ def test_policy_setting_turns_a_warning_into_drop_row(
     )
     summary = run_backfill(strict, progress=False)
     assert summary.rows_rejected == 1
-    assert Lake(settings.lake_dir).read_pandas("rejected_rows")["reason"].tolist() == [
+    assert Lake(settings.lake_dir).tables.read_pandas("rejected_rows")["reason"].tolist() == [
         "orders_status_known"
     ]
 
@@ -173,9 +173,9 @@ def test_requeue_after_a_fix(
     assert quarantine_list(Lake(settings.lake_dir)) == []
     summary = run_backfill(lenient, progress=False)
     assert summary.outcomes == {"merged": 1}
-    assert Lake(settings.lake_dir).count("silver_products") == 15
+    assert Lake(settings.lake_dir).queries.count("silver_products") == 15
     outcomes = (
-        Lake(settings.lake_dir).read_pandas("ledger").sort_values("finished_at")["outcome"].tolist()
+        Lake(settings.lake_dir).tables.read_pandas("ledger").sort_values("finished_at")["outcome"].tolist()
     )
     assert outcomes == ["quarantined", "requeued", "merged"]
 

@@ -58,7 +58,7 @@ def test_the_issue_example_warns_however_files_are_grouped(tmp_path: Path) -> No
     assert jumps["source_file"].tolist() == ["products-2.json"]
     pd.testing.assert_frame_equal(together, one)
     lake = Lake(tmp_path / "together" / "lake")
-    assert lake.read_pandas("silver_orders").set_index("order_id")["status"].to_dict() == {
+    assert lake.tables.read_pandas("silver_orders").set_index("order_id")["status"].to_dict() == {
         1: "shipped", 2: "delivered", 3: "confirmed"}
 
 

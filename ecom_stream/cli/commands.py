@@ -167,17 +167,16 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rebuild_gold(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.engine.refresh import GoldRefresher
     from ecom_stream.storage.lake import Lake
-    from ecom_stream.storage.lock import LakeLock
 
     lake = Lake(settings.lake_dir)
-    if not lake.exists():
+    if not lake.tables.exists():
         raise EcomStreamError(f"no lake at {lake.root}: nothing to rebuild")
-    with LakeLock(lake.lock_path, "rebuild-gold"):
+    with lake.writer_lock("rebuild-gold"):
         lake.ensure_tables()
         GoldRefresher(lake, settings).rebuild()
     print(
-        f"gold rebuilt: {lake.count('daily_revenue')} daily rows, "
-        f"{lake.count('revenue_anomalies')} anomaly rows"
+        f"gold rebuilt: {lake.queries.count('daily_revenue')} daily rows, "
+        f"{lake.queries.count('revenue_anomalies')} anomaly rows"
     )
     return EXIT_OK
 
@@ -186,9 +185,9 @@ def cmd_anomalies(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.storage.lake import Lake
 
     lake = Lake(settings.lake_dir)
-    if not lake.exists():
+    if not lake.tables.exists():
         raise EcomStreamError(f"no lake at {lake.root}: run a backfill or the daemon first")
-    scored = lake.read_pandas("revenue_anomalies")
+    scored = lake.tables.read_pandas("revenue_anomalies")
     if args.category:
         known = sorted(scored["category"].dropna().unique())
         if args.category not in known:

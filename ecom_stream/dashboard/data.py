@@ -77,7 +77,7 @@ def _shared_lake(root: str) -> tuple[Lake, threading.Lock, dict[str, int]]:
 def _versions(root: str) -> dict[str, int]:
     shared, lock, last = _shared_lake(root)
     with lock:  # sessions run in threads; a Lake's handles are not meant to be shared unlocked
-        if not shared.exists():
+        if not shared.tables.exists():
             return {}
         found = views.table_versions(shared, previous=last)
         last.update(found)

@@ -40,7 +40,7 @@ def table_versions(
     versions = {}
     for name in names:
         try:
-            versions[name] = lake.version(name)
+            versions[name] = lake.tables.version(name)
         except Exception:  # not created yet, or a transient read error: keep what we had
             versions[name] = (previous or {}).get(name, MISSING)
     return versions
@@ -52,7 +52,7 @@ def _read(lake: Lake, name: str, version: int, columns: Sequence[str], **kw: Any
     if version == MISSING:
         table = TABLES[name].schema.empty_table().select(list(columns))
     else:
-        table = lake.read(name, columns=list(columns), version=version, **kw)
+        table = lake.tables.read(name, columns=list(columns), version=version, **kw)
     return table.to_pandas()
 
 
@@ -65,7 +65,7 @@ def load_orders(lake: Lake, version: int, window: DateWindow) -> pd.DataFrame:
     if version == MISSING:
         table = TABLES["silver_orders"].schema.empty_table().select(list(ORDER_COLUMNS))
     else:
-        table = lake.read("silver_orders", columns=ORDER_COLUMNS, version=version,
+        table = lake.tables.read("silver_orders", columns=ORDER_COLUMNS, version=version,
                           files=window.predicate(), rows=window.rows())  # fmt: skip
     return table.to_pandas(strings_to_categorical=True, date_as_object=False)
 
@@ -115,8 +115,7 @@ def load_quarantine(lake: Lake, version: int) -> pd.DataFrame:
     cols = ("source_file", "quarantined_as", "entity", "reason", "quarantined_at")
     df = _read(lake, "quarantine_records", version, cols)
     df = df.sort_values("quarantined_at", ascending=False).reset_index(drop=True)
-    folder = lake.quarantine_dir
-    df["in_quarantine"] = [bool(n) and (folder / str(n)).exists() for n in df["quarantined_as"]]
+    df["in_quarantine"] = [bool(n) and lake.blobs.holds(str(n)) for n in df["quarantined_as"]]
     return df
 
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
 import os
-import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +10,7 @@ from pathlib import Path
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError
 from ecom_stream.storage.lake import Lake
+from ecom_stream.storage.landing import requeue_file
 from ecom_stream.transform.bookkeeping import FileOutcome, ledger_rows
 from ecom_stream.transform.parse import classify
 
@@ -32,7 +29,7 @@ def requeue(
     if as_name is not None:
         _check_new_name(settings, as_name)
     lake = Lake(settings.lake_dir)
-    available = {p.name: p for p in lake.quarantined_files()}
+    available = {p.name: p for p in lake.blobs.quarantined_files()}
     if names is None:
         chosen = list(available.values())
     else:
@@ -47,37 +44,14 @@ def requeue(
     if not chosen:
         return []
     settings.landing_dir.mkdir(parents=True, exist_ok=True)
-    plans = []
-    for path in chosen:
-        reason_path = path.with_name(path.name + ".reason.json")
-        try:
-            reason = json.loads(reason_path.read_text())
-        except (OSError, ValueError):
-            reason = {}
-        plans.append((path, reason_path, reason))
+    plans = [(path, lake.blobs.quarantine_reason(path) or {}) for path in chosen]
     lake.ensure_tables()
     _record_requeue(lake, plans, as_name)
     moved = []
-    for path, reason_path, reason in plans:
-        if as_name is not None:
-            target = settings.landing_dir / as_name
-        else:
-            target = settings.landing_dir / _landing_name(path, reason)
-            if os.path.lexists(target):
-                target = settings.landing_dir / path.name
-        if path.is_symlink():
-            path.unlink()  # a link is never followed, so there is nothing to retry
-            reason_path.unlink(missing_ok=True)
-            continue
-        location = reason.get("location")
-        if not os.path.lexists(path) and location and os.path.lexists(str(location)):
-            # It could not be moved into quarantine: it is in landing already.
-            reason_path.unlink(missing_ok=True)
-            moved.append((path, Path(str(location))))
-            continue
-        _move(path, target)
-        reason_path.unlink(missing_ok=True)
-        moved.append((path, target))
+    for path, reason in plans:
+        now_at = requeue_file(path, reason, settings.landing_dir, as_name)
+        if now_at is not None:
+            moved.append((path, now_at))
     return moved
 
 
@@ -94,37 +68,8 @@ def _check_new_name(settings: Settings, name: str) -> None:
         raise ConfigError(f"--as {name!r}: landing already holds a file of that name")
 
 
-def _move(path: Path, target: Path) -> None:
-    """Move a quarantined file into landing whole: a rename on one filesystem (atomic, and
-    it needs no permission to read the file), else a copy under a short temporary name."""
-    try:
-        os.rename(path, target)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise ConfigError(f"cannot move {path} to {target}: {exc.strerror or exc}") from exc
-    tmp = target.with_name(f".requeue-{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
-    except (OSError, shutil.Error) as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(
-            f"cannot copy {path} to {target}: {exc}; move it into landing by hand"
-        ) from exc
-    path.unlink()
-
-
-def _landing_name(path: Path, reason: dict[str, object]) -> str:
-    """The name the file had in landing: exactly (``name_hex``; it may not be UTF-8), else
-    as recorded, else its name in quarantine."""
-    with contextlib.suppress(TypeError, ValueError):
-        return os.fsdecode(bytes.fromhex(str(reason["name_hex"])))
-    return str(reason.get("file") or path.name)
-
-
 def _record_requeue(
-    lake: Lake, plans: list[tuple[Path, Path, dict[str, object]]], as_name: str | None
+    lake: Lake, plans: list[tuple[Path, dict[str, object]]], as_name: str | None
 ) -> None:
     now = datetime.now(UTC)
     outcomes = [
@@ -137,6 +82,6 @@ def _record_requeue(
             reason="requeued by the user" + (f" as {as_name}" if as_name else ""),
             received_at=now,
         )
-        for path, _, reason in plans
+        for path, reason in plans
     ]
-    lake.append("ledger", ledger_rows(outcomes, {}, 0))
+    lake.tables.append("ledger", ledger_rows(outcomes, {}, 0))

@@ -9,7 +9,6 @@ from ecom_stream.config import Settings
 from ecom_stream.engine.refresh import GoldRefresher
 from ecom_stream.errors import EcomStreamError
 from ecom_stream.storage.lake import TABLES, Lake
-from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["compact_if_needed", "maintain"]
 
@@ -24,7 +23,7 @@ MAINTAIN_TARGET_BYTES = 64 * 1024 * 1024
 
 
 def _small_files_by_partition(lake: Lake, name: str) -> Counter[str | None]:
-    actions = lake.table(name).get_add_actions(flatten=True)
+    actions = lake.tables.add_actions(name)
     sizes = actions.column("size_bytes").to_pylist()
     partition_col = TABLES[name].partition_by[0] if TABLES[name].partition_by else None
     parts = (
@@ -48,13 +47,13 @@ def compact_table(
     Returns (files before, files after). Only partitions that need it are rewritten, so the
     cost follows the recent writes, not the size of the table.
     """
-    before = lake.file_count(name)
+    before = lake.queries.file_count(name)
     if small is None:
         small = _small_files_by_partition(lake, name)
     for part, count in small.items():
         if count >= min_files:
-            lake.compact(name, part, target_bytes)
-    return before, lake.file_count(name)
+            lake.maintenance.compact(name, part, target_bytes)
+    return before, lake.queries.file_count(name)
 
 
 def compact_if_needed(lake: Lake, settings: Settings) -> list[str]:
@@ -79,14 +78,14 @@ def compact_if_needed(lake: Lake, settings: Settings) -> list[str]:
 def maintain(settings: Settings, *, dry_run: bool = False) -> list[str]:
     """Compact every table, write a checkpoint, vacuum files older than the retention."""
     lake = Lake(settings.lake_dir)
-    if not lake.exists():
+    if not lake.tables.exists():
         raise EcomStreamError(f"no lake at {lake.root}: nothing to maintain")
     lines = []
-    with LakeLock(lake.lock_path, "maintain"):
+    with lake.writer_lock("maintain"):
         counts = {}
         for name in TABLES:
             if dry_run:
-                counts[name] = (lake.file_count(name),) * 2
+                counts[name] = (lake.queries.file_count(name),) * 2
             else:
                 counts[name] = compact_table(lake, name)
         if not dry_run:
@@ -96,12 +95,9 @@ def maintain(settings: Settings, *, dry_run: bool = False) -> list[str]:
         for name, spec in TABLES.items():
             before, after = counts[name]
             if not dry_run:
-                lake.table(name).create_checkpoint()
-            removed = lake.table(name).vacuum(
-                retention_hours=settings.vacuum_retention_hours,
-                dry_run=dry_run,
-                enforce_retention_duration=False,
-                full=True,
+                lake.maintenance.checkpoint(name)
+            removed = lake.maintenance.vacuum(
+                name, retention_hours=settings.vacuum_retention_hours, dry_run=dry_run
             )
             verb = "would delete" if dry_run else "deleted"
             lines.append(

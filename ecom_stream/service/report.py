@@ -16,16 +16,16 @@ __all__ = ["build_report"]
 def build_report(settings: Settings) -> dict[str, Any]:
     """Product and order insights, reading only the columns they need."""
     lake = Lake(settings.lake_dir)
-    if not lake.exists():
+    if not lake.tables.exists():
         raise EcomStreamError(f"no lake at {lake.root}: run a backfill or the daemon first")
-    products = lake.read_pandas("silver_products", columns=list(insights.PRODUCT_COLUMNS))
-    orders = lake.read_pandas("silver_orders", columns=list(insights.ORDER_COLUMNS))
+    products = lake.tables.read_pandas("silver_products", columns=list(insights.PRODUCT_COLUMNS))
+    orders = lake.tables.read_pandas("silver_orders", columns=list(insights.ORDER_COLUMNS))
     return {
         "generated_at": datetime.now(UTC).isoformat(),
         "lake": str(lake.root),
         "versions": {
-            "silver_products": lake.version("silver_products"),
-            "silver_orders": lake.version("silver_orders"),
+            "silver_products": lake.tables.version("silver_products"),
+            "silver_orders": lake.tables.version("silver_orders"),
         },
         "products": insights.product_insights(products),
         "orders": insights.order_insights(orders, settings.excluded_statuses),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -34,12 +33,8 @@ def heartbeat(lake: Lake, stale_after: float) -> dict[str, Any] | None:
 def quarantine_list(lake: Lake) -> list[dict[str, Any]]:
     """Quarantined files with their reasons (from the ``.reason.json`` beside each)."""
     items = []
-    for path in lake.quarantined_files():
-        reason_path = path.with_name(path.name + ".reason.json")
-        try:
-            reason = json.loads(reason_path.read_text())
-        except (OSError, ValueError):
-            reason = {"reason": "(no reason file)"}
+    for path in lake.blobs.quarantined_files():
+        reason = lake.blobs.quarantine_reason(path) or {"reason": "(no reason file)"}
         items.append(
             {
                 "file": path.name,
@@ -57,30 +52,30 @@ def damage(lake: Lake) -> list[dict[str, Any]]:
     """Everything damaged in the lake, as ``{"table", "problem", "fix"}``: an unfinished
     rebuild, a table log that cannot be loaded or went back below the version the writer
     recorded, and data files missing or of another size than the log says (a ``stat`` each)."""
-    if lake.rebuild_marker_path.exists():
+    if lake.integrity.rebuild_incomplete():
         fix = incomplete_rebuild_fix(lake.root)
         return [{"table": None, "problem": INCOMPLETE_REBUILD, "fix": fix}]
     found: dict[str, str] = {}
     for name in TABLES:
-        if not lake.path(name).is_dir():
+        if not lake.tables.is_created(name):
             continue  # created by the next writer (or reported gone below, if recorded)
         try:
-            lake.table(name)
+            lake.tables.table(name)
         except LakeDamagedError as exc:
             found[name] = str(exc)
         except EcomStreamError:
             continue  # a table being created right now
     try:
-        problems = lake.version_problems()
+        problems = lake.integrity.version_problems()
     except LakeDamagedError as exc:  # the ledger's newest file itself
         problems = [("ledger", str(exc))]
     for name, message in problems:
         found.setdefault(name, message)
     for name in TABLES:
-        if name in found or not lake.path(name).is_dir():
+        if name in found or not lake.tables.is_created(name):
             continue
         try:
-            files = lake.file_problems(name)
+            files = lake.integrity.file_problems(name)
         except EcomStreamError:
             continue
         if files:
@@ -106,7 +101,7 @@ def lake_status(settings: Settings) -> dict[str, Any]:
     }
     result["damage"] = damage(lake)
     damaged = {d["table"] for d in result["damage"]}
-    if not lake.exists():
+    if not lake.tables.exists():
         result["tables"] = {}
         if not result["damage"]:
             result["message"] = (
@@ -117,16 +112,17 @@ def lake_status(settings: Settings) -> dict[str, Any]:
         for name, spec in TABLES.items():
             try:
                 tables[spec.path] = {
-                    "version": lake.version(name),
-                    "rows": lake.count(name),
-                    "files": lake.file_count(name),
+                    "version": lake.tables.version(name),
+                    "rows": lake.queries.count(name),
+                    "files": lake.queries.file_count(name),
                 }
             except Exception as exc:  # a table being created right now, or damaged
                 tables[spec.path] = {"error": str(exc)}
         result["tables"] = tables
         result["batches"], result["newest_batch_at"], result["newest_batch_file"] = {}, None, None
         if "_ledger" not in damaged:
-            ledger = lake.read_pandas("ledger", columns=["outcome", "finished_at", "file_name"])
+            columns = ["outcome", "finished_at", "file_name"]
+            ledger = lake.tables.read_pandas("ledger", columns=columns)
             result["batches"] = {k: int(v) for k, v in ledger["outcome"].value_counts().items()}
             if not ledger.empty:
                 result["newest_batch_at"] = ledger["finished_at"].max().isoformat()

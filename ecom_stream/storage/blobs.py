@@ -45,7 +45,7 @@ def atomic_write(
         os.replace(tmp, target)
     except BaseException:
         # A full disk or an I/O error: leave no partial file behind (a kill is cleaned up by
-        # the next writer, Lake.remove_stale_temp_files).
+        # the next writer, Blobs.remove_stale_temp_files).
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
@@ -140,6 +140,19 @@ class Blobs:
         target = self.layout.quarantine_dir / stored_name(name)
         stem, dot, ext = target.name.partition(".")
         return target, self.layout.quarantine_dir / f"{stem}.{batch_id[:12]}{dot}{ext}"
+
+    def quarantine_reason(self, stored: Path) -> dict[str, Any] | None:
+        """The ``.reason.json`` of a quarantined entry (``quarantined_files``), or None when
+        it is missing or unreadable."""
+        try:
+            reason = json.loads(stored.with_name(stored.name + ".reason.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return reason if isinstance(reason, dict) else None
+
+    def holds(self, stored: str) -> bool:
+        """Whether quarantine/ holds an entry stored under the name ``stored``."""
+        return (self.layout.quarantine_dir / stored).exists()
 
     def left_in_landing(self, name: str, batch_id: str) -> bool:
         """Whether the file recorded as quarantined under ``batch_id`` could not be moved into

@@ -48,7 +48,8 @@ def check_lake_to_read(root: Path) -> None:
 def _layout_names(lake: Lake) -> set[str]:
     """The top-level names of a lake: its tables' first path parts and its folders."""
     names = {spec.path.split("/", 1)[0] for spec in TABLES.values()}
-    return names | {lake.raw_dir.name, lake.quarantine_dir.name, lake.daemon_dir.name}
+    layout = lake.layout
+    return names | {layout.raw_dir.name, layout.quarantine_dir.name, layout.daemon_dir.name}
 
 
 def check_lake_to_write(root: Path) -> None:
@@ -63,7 +64,7 @@ def check_lake_to_write(root: Path) -> None:
         return
     if not root.is_dir():
         raise EcomStreamError(f"{lake.root} is a file, not a lake folder: check --lake")
-    if lake.exists():
+    if lake.tables.exists():
         return
     names = _layout_names(lake)
     # Hidden names (.gitkeep, .DS_Store) are not someone's data: a checkout's lake/ holds one.

@@ -42,6 +42,10 @@ class Integrity:
         if problems:
             raise LakeDamagedError(problems[0][1])
 
+    def rebuild_incomplete(self) -> bool:
+        """Whether a rebuild filled this lake and did not finish (or is filling it now)."""
+        return self.layout.rebuild_marker_path.exists()
+
     def refuse_incomplete_rebuild(self) -> None:
         """Writers refuse a lake that a rebuild was filling and did not finish."""
         if self.layout.rebuild_marker_path.exists() and self.root not in _REBUILDS_IN_PROGRESS:

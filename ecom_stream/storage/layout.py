@@ -29,7 +29,7 @@ class TableSpec:
 
 
 # Bookkeeping rows name the file arrival that wrote them (``TableSpec.arrival_column``); after
-# a crash the arrivals in flight are looked up there (Lake.committed_arrivals). Versions before
+# a crash the arrivals in flight are looked up there (Queries.committed_arrivals). Versions before
 # that recorded one Delta app transaction per arrival instead (LEGACY_ARRIVAL_TXN): every
 # checkpoint carried them all, so commits slowed as files accumulated. The retention expires
 # those left in older tables; new appends carry none.
@@ -40,7 +40,7 @@ LEGACY_ARRIVAL_TXN = "ecom-stream:arrival:{arrival}"
 # daemon would slow down day after day. Kept 10 seconds instead, with a checkpoint every 10
 # commits (files older than the last expired checkpoint are deleted on commit), so a folder
 # holds a few dozen. Only gold's refresh reads commit history: right after the silver commits,
-# at writer start-up and after compaction, which deletes no commit files (Lake.compact).
+# at writer start-up and after compaction, which deletes no commit files (Maintenance.compact).
 LOG_RETENTION = "interval 10 seconds"
 _ANY = {"delta.logRetentionDuration": LOG_RETENTION, "delta.checkpointInterval": "10"}
 _BOOKKEEPING = {**_ANY, "delta.setTransactionRetentionDuration": ARRIVAL_TXN_RETENTION}

@@ -1,5 +1,5 @@
-"""Delta table handles, reads, writes, merges and schema migration: the only importer of
-``deltalake``."""
+"""Delta table handles, reads, writes, merges and schema migration. With ``maintenance``
+(compaction, checkpoints, vacuum of these handles), the only importer of ``deltalake``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from deltalake import (
     CommitProperties,
     DeltaTable,
     Field,
-    PostCommitHookProperties,
     Transaction,
     write_deltalake,
 )
@@ -81,6 +80,10 @@ class Tables:
 
     def is_table(self, name: str) -> bool:
         return DeltaTable.is_deltatable(self.path(name))
+
+    def is_created(self, name: str) -> bool:
+        """Whether the table's folder exists (a table being created may not load yet)."""
+        return self.layout.path(name).is_dir()
 
     def open_existing(self) -> None:
         """Load the log of every table that exists (damage in a log raises here)."""
@@ -240,7 +243,7 @@ class Tables:
     ) -> None:
         table = self.arrow(name, data)
         dt = self.table(name)
-        with self._errors("write to", name):
+        with self.errors("write to", name):
             write_deltalake(
                 dt,
                 table,
@@ -250,28 +253,8 @@ class Tables:
             )
         dt.update_incremental()
 
-    def compact(self, name: str, partition: str | None, target_bytes: int) -> None:
-        """Rewrite the files below ``target_bytes`` of one partition (or of the table) into
-        files of about that size, one task at a time (memory stays at one file's worth).
-
-        The commit deletes no expired commit files: gold reads the silver commit history since
-        its last refresh, so only the pipeline's own commits, made after gold caught up, may.
-        """
-        spec = TABLES[name]
-        column = spec.partition_by[0] if spec.partition_by else None
-        filters = [(column, "=", partition)] if column and partition is not None else None
-        dt = self.table(name)
-        with self._errors("compact", name):
-            dt.optimize.compact(
-                partition_filters=filters,
-                target_size=target_bytes,
-                max_concurrent_tasks=1,
-                post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
-            )
-        dt.update_incremental()
-
     @contextlib.contextmanager
-    def _errors(self, action: str, name: str) -> Iterator[None]:
+    def errors(self, action: str, name: str) -> Iterator[None]:
         """Map Delta errors to ours, naming the table (commit conflicts are retryable)."""
         try:
             yield
@@ -336,7 +319,7 @@ class Tables:
         )
         cols = S.ORDER_LINES_SCHEMA.names
         dt = self.table(name)
-        with self._errors("merge into", name):
+        with self.errors("merge into", name):
             metrics = (
                 dt.merge(
                     source,
@@ -365,7 +348,7 @@ class Tables:
         metadata: Mapping[str, str] | None,
     ) -> dict[str, Any]:
         dt = self.table(name)
-        with self._errors("merge into", name):
+        with self.errors("merge into", name):
             metrics = (
                 dt.merge(
                     source,

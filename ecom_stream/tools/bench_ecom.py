@@ -35,7 +35,7 @@ STOP_TIMEOUT = 60.0
 def _ledger(lake_dir: Path) -> Any:
     from ecom_stream.storage.lake import Lake
 
-    return Lake(lake_dir).read_pandas(
+    return Lake(lake_dir).tables.read_pandas(
         "ledger",
         columns=["file_name", "entity", "outcome", "rows_in", "finished_at", "gold_committed_at"],
     )
@@ -70,7 +70,9 @@ def run_backfill(ds: DataSet, work: Path, timeout: float) -> RunResult:
     )
     if child.finished and child.returncode != 0:
         result.error = f"exit {child.returncode}: {log_tail(log)}"
-    if (lake / "_ledger").exists():
+    from ecom_stream.storage.lake import Lake
+
+    if Lake(lake).tables.exists():
         ledger = _ledger(lake)
         result.orders = int(ledger.loc[ledger["entity"] == "orders", "rows_in"].sum())
         outcomes = ledger["outcome"].value_counts().to_dict()
@@ -212,8 +214,10 @@ def _await_heartbeat(
     spawned: float,
 ) -> bool:
     """Wait until the daemon writes its first heartbeat; False when it exits or times out."""
-    heartbeat = lake / "_daemon" / "heartbeat.json"
-    while not heartbeat.exists():
+    from ecom_stream.storage.lake import Lake
+
+    markers = Lake(lake).markers
+    while not markers.exists("heartbeat"):
         if daemon.poll() is not None:
             result.error = f"daemon exited with {daemon.returncode} before its first heartbeat"
             return False
