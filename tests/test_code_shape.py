@@ -21,20 +21,6 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 REASON = "Long because"
 
-# Modules and functions still being split on other branches. These lists must shrink to empty:
-# an entry that no longer needs its exemption fails ``test_pending_entries_are_still_needed``,
-# so it is removed as soon as its split lands. Never add to them.
-PENDING_MODULES = frozenset(
-    {
-        "quality/validate.py",
-        "transform/clean.py",
-    }
-)
-PENDING_FUNCTIONS = frozenset(
-    {
-        "quality/validate.py:_per_file",
-    }
-)
 # Where no module may import another module's private (underscore) name.
 NO_PRIVATE_IMPORTS = ("tools", "transform")
 
@@ -99,23 +85,16 @@ def private_imports(root: Path, folders: tuple[str, ...]) -> list[str]:
 
 # -- the package -----------------------------------------------------------------------------
 def test_no_module_is_over_400_lines() -> None:
-    over = {rel: n for rel, n in long_modules(PACKAGE).items() if rel not in PENDING_MODULES}
+    over = long_modules(PACKAGE)
     assert not over, f"modules over {MAX_MODULE_LINES} lines (split them): {over}"
 
 
 def test_no_function_is_over_60_lines_without_a_reason() -> None:
-    over = {q: n for q, n in long_functions(PACKAGE).items() if q not in PENDING_FUNCTIONS}
+    over = long_functions(PACKAGE)
     assert not over, (
         f"functions over {MAX_FUNCTION_LINES} lines (split them, or give a one-line reason in "
         f"the docstring starting {REASON!r}): {over}"
     )
-
-
-def test_pending_entries_are_still_needed() -> None:
-    stale = (PENDING_MODULES - set(long_modules(PACKAGE))) | (
-        PENDING_FUNCTIONS - set(long_functions(PACKAGE))
-    )
-    assert not stale, f"remove these from the PENDING lists, they pass now: {sorted(stale)}"
 
 
 def test_no_module_imports_another_modules_private_name() -> None:

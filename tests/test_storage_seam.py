@@ -10,14 +10,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 STORAGE = "ecom_stream/storage/"
 
-# Modules not converted yet (engine/ and service/daemon.py are being moved behind storage):
-# only those that still cross are listed (the rest of engine/ and the daemon pass already).
-# Remove a line when its module passes: the second test below fails on a line no longer
-# needed, so the set only shrinks. When it is empty, delete it.
-PENDING: set[str] = {
-    "ecom_stream/engine/pipeline.py",  # atomic_write of the warnings file into raw/
-}
-
 # Modules that write files of their own, never the lake's: a landing folder (a benchmark or
 # test drop, the generator), a report, a benchmark peer's own Delta tables.
 OWN_FILES: dict[str, str] = {
@@ -76,7 +68,7 @@ def _crossings() -> dict[str, list[str]]:
 
 def test_nothing_outside_storage_touches_lake_files_itself() -> None:
     crossings = _crossings()
-    allowed = PENDING | set(OWN_FILES)
+    allowed = set(OWN_FILES)
     offending = {rel: uses for rel, uses in crossings.items() if rel not in allowed}
     assert not offending, (
         "call the lake's parts (ecom_stream/storage) instead of deltalake, os.replace, "
@@ -86,7 +78,7 @@ def test_nothing_outside_storage_touches_lake_files_itself() -> None:
 
 def test_the_allow_lists_hold_no_module_that_passes() -> None:
     crossings = _crossings()
-    stale = sorted((PENDING | set(OWN_FILES)) - set(crossings))
+    stale = sorted(set(OWN_FILES) - set(crossings))
     assert not stale, f"these modules pass now: remove them from the allow-lists: {stale}"
 
 

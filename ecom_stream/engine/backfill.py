@@ -88,7 +88,7 @@ def run_backfill(
         raise ConfigError(f"{folder} is not a folder: pass the folder that holds the batch files")
     started = time.monotonic()
     summary = BackfillSummary()
-    with LakeLock(_lock_path(settings), "backfill"):
+    with _writer_lock(settings):
         files = backlog(folder)
         bar = Progress(len(files), enabled=None if progress else False)
         try:
@@ -136,7 +136,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _lock_path(settings: Settings) -> Path:
+def _writer_lock(settings: Settings) -> LakeLock:
     from ecom_stream.storage.lake import Lake
 
-    return Lake(settings.lake_dir).layout.lock_path
+    return Lake(settings.lake_dir).writer_lock("backfill")

@@ -11,7 +11,6 @@ from ecom_stream.engine.backfill import BackfillSummary, Progress
 from ecom_stream.engine.pipeline import Pipeline
 from ecom_stream.errors import ConfigError
 from ecom_stream.storage.lake import Lake
-from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["rebuild"]
 
@@ -38,7 +37,7 @@ def rebuild(settings: Settings, into: Path) -> BackfillSummary:
     summary = BackfillSummary()
     started = datetime.now()
     new = Lake(into)
-    with new.integrity.rebuilding(), LakeLock(new.layout.lock_path, "rebuild"):
+    with new.integrity.rebuilding(), new.writer_lock("rebuild"):
         pipeline = Pipeline(
             target, keep_source=True, received_at=lambda path: _received_at(metas.get(path))
         )

@@ -43,7 +43,6 @@ from ecom_stream.sources.landing import (
     writers_open,
 )
 from ecom_stream.storage.lake import Lake
-from ecom_stream.storage.lock import LakeLock
 
 if TYPE_CHECKING:  # the pipeline (pandas, Delta, GX) is imported when the daemon opens it
     from ecom_stream.engine.pipeline import FileOutcome, Pipeline
@@ -378,7 +377,7 @@ def run_daemon(
         EcomStreamError: landing or the lake cannot be opened.
     """
     lake = Lake(settings.lake_dir)
-    lock = LakeLock(lake.layout.lock_path, "watch daemon")
+    lock = lake.writer_lock("watch daemon")
     try:
         lock.acquire()
     except OSError as exc:  # the lake folder itself is not writable

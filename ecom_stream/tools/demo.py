@@ -37,7 +37,6 @@ from ecom_stream.dashboard.serve import check_dashboard, child_env
 from ecom_stream.errors import ConfigError
 from ecom_stream.service.signals import stop_signals
 from ecom_stream.storage.lake import Lake
-from ecom_stream.storage.lock import LakeLock
 
 __all__ = ["StartUp", "run_demo", "source_args", "start_up"]
 
@@ -279,7 +278,7 @@ def _preflight(settings: Settings) -> None:
                 f"the dashboard cannot listen on {address}:{port} ({exc.strerror or exc}): "
                 "stop what uses it or pass another --port"
             ) from None
-    with LakeLock(Lake(settings.lake_dir).lock_path, "demo (start-up check)"):
+    with Lake(settings.lake_dir).writer_lock("demo (start-up check)"):
         pass  # another writer holds the lake: LockError now, not a dead daemon later
 
 
@@ -318,13 +317,14 @@ def start_up(settings: Settings, history_batches: int, orders_per_batch: int,
     """
     names = [p.name for p in settings.landing_dir.iterdir()]
     lake = Lake(settings.lake_dir)
-    if lake.exists():
-        names += lake.read_pandas("ledger", columns=["file_name"])["file_name"].dropna().tolist()
+    if lake.tables.exists():
+        ledger = lake.tables.read_pandas("ledger", columns=["file_name"])
+        names += ledger["file_name"].dropna().tolist()
     numbers = [int(m.group(1)) for n in names if (m := _ORDER_NUMBER.match(n))]
     start = max(numbers, default=0) + 1
     has_catalogue = any(n.lower().startswith("products") for n in names) or (
-        lake.exists() and lake.count("silver_products") > 0)
-    foreign = start == 1 and lake.exists() and lake.count("silver_orders") > 0
+        lake.tables.exists() and lake.queries.count("silver_products") > 0)
+    foreign = start == 1 and lake.tables.exists() and lake.queries.count("silver_orders") > 0
     if start <= history_batches and not foreign:
         from ecom_stream.tools.generate import GenerateOptions, generate
 

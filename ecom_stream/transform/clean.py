@@ -24,7 +24,6 @@ from ecom_stream.contract.schema import (
 )
 from ecom_stream.transform.typed import (
     EPOCH,
-    _of_type,
     created_in_window,
     lines_valid,
     parse_key,
@@ -37,7 +36,6 @@ from ecom_stream.transform.typed import (
 
 __all__ = [
     "EPOCH",
-    "_of_type",
     "clean_orders",
     "clean_products",
     "created_in_window",
