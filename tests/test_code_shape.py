@@ -133,3 +133,48 @@ def test_private_imports_are_found(tmp_path: Path) -> None:
     )
     found = private_imports(tmp_path, ("tools",))
     assert found == [f"tools/a.py: from {tmp_path.name}.tools.b import _helper"]
+
+
+# -- data flows one way ----------------------------------------------------------------------
+# The stages in the order data (and imports) flow: a module may import from its own stage and
+# the stages above it, never from one below (the README's Development section maps them).
+STAGES = (
+    "errors", "contract", "config", "logs", "transform", "quality", "storage", "sources",
+    "engine", "service", "api", "dashboard", "testing", "tools", "cli",
+)  # fmt: skip
+
+
+def upward_imports(root: Path) -> list[str]:
+    """``module -> imported module`` for every import of a stage below the module's own."""
+    found = []
+    for rel, source in modules(root):
+        stage = rel.split("/")[0].removesuffix(".py")
+        if stage not in STAGES:
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "ecom_stream" or len(parts) < 2 or parts[1] not in STAGES:
+                    continue
+                if STAGES.index(parts[1]) > STAGES.index(stage):
+                    found.append(f"{rel} -> {name}")
+    return found
+
+
+def test_imports_flow_one_way() -> None:
+    found = upward_imports(PACKAGE)
+    assert not found, f"these modules import a later stage (move the code or the name): {found}"
+
+
+def test_an_upward_import_is_found(tmp_path: Path) -> None:
+    (tmp_path / "transform").mkdir()
+    (tmp_path / "transform" / "x.py").write_text("from ecom_stream.engine import pipeline\n")
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "y.py").write_text("import ecom_stream.transform.parse\n")
+    assert upward_imports(tmp_path) == ["transform/x.py -> ecom_stream.engine"]
