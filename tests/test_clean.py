@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecom_stream.transform import clean
+from ecom_stream.transform.typed import _of_type
 
 
 def typed(entity: str, *records: dict[str, Any]) -> pd.DataFrame:
@@ -224,8 +225,8 @@ def test_unknown_fields_are_rescued() -> None:
 def test_of_type_is_exact(values: list[Any], kind: type, expected: list[bool]) -> None:
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
-    assert clean._of_type(arr, kind).tolist() == expected
-    assert clean._of_type(pd.Series(arr, dtype=object), kind).tolist() == expected
+    assert _of_type(arr, kind).tolist() == expected
+    assert _of_type(pd.Series(arr, dtype=object), kind).tolist() == expected
 
 
 def _newest_reference(df: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -109,7 +109,7 @@ def test_a_missing_landing_folder_is_refused_unless_create(tmp_path: Path) -> No
     assert_one_line_error(backfill, str(missing), "does not exist", "--create")
     named = run_cli("backfill", str(missing), "--lake", str(lake), timeout=120)
     assert_one_line_error(named, str(missing), "--create")
-    assert not missing.exists() and not lake.tables.exists()  # nothing was created on the way
+    assert not missing.exists() and not lake.exists()  # nothing was created on the way
 
     created = run_cli("backfill", "--create", "--no-progress", "--landing", str(missing),
                       "--lake", str(lake), timeout=120)

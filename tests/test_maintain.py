@@ -46,9 +46,9 @@ def test_maintain_compacts_and_tables_read_back_identically(
     # Gold's watermark moved past the compaction commits, and the silver history since it
     # (vacuum's own commits) is still there for the next refresh: no full gold rebuild.
     maintained = Lake(tmp_path / "lake")
-    for table, mark in maintained.gold_watermark().items():
+    for table, mark in maintained.queries.gold_watermark().items():
         assert mark is not None and mark >= files_before_versions[table]
-        assert maintained.commit_metadata_since(table, mark) is not None
+        assert maintained.tables.commit_metadata_since(table, mark) is not None
     files_after = {name: Lake(tmp_path / "lake").queries.file_count(name) for name in every}
     assert files_after["bronze_orders"] == 1
     assert all(files_after[n] <= files_before[n] for n in every)
