@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -271,20 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread that allocates its own heap (Delta's and Arrow's native
-    threads, our merge thread), and memory freed in one heap is not reused by another: the
-    backfill's peak RSS crept to ~600 MB. Two heaps: ~540 MB, same speed (measured)."""
-    m_arena_max = -8  # from <malloc.h>
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
-
-
 def run() -> None:
     """Console-script entry point."""
-    # See __main__.py: the system allocator returns memory between micro-batches.
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    _limit_malloc_arenas()
+    from ecom_stream.engine.memory import tune_process
+
+    tune_process()
     try:
         code = main()
         sys.stdout.flush()

@@ -10,6 +10,7 @@ from ecom_stream.config import Settings
 from ecom_stream.engine.backfill import BackfillSummary, Progress
 from ecom_stream.engine.pipeline import Pipeline
 from ecom_stream.errors import ConfigError
+from ecom_stream.storage.folders import check_new_lake
 from ecom_stream.storage.lake import Lake
 
 __all__ = ["rebuild"]
@@ -26,10 +27,7 @@ def rebuild(settings: Settings, into: Path) -> BackfillSummary:
     if not source.layout.raw_dir.is_dir():
         raise ConfigError(f"no raw/ folder in {source.layout.root}: nothing to rebuild from")
     into = into.absolute()
-    if into == source.layout.root:
-        raise ConfigError("--into must be a new folder, not the live lake")
-    if into.exists() and any(into.iterdir()):
-        raise ConfigError(f"{into} is not empty: pass a new folder for the rebuilt lake")
+    check_new_lake(into, source.layout.root)
     target = settings.replace(lake_dir=into)
     batches = source.blobs.raw_batches()
     files = [path for path, _ in batches]

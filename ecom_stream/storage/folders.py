@@ -76,3 +76,14 @@ def check_lake_to_write(root: Path) -> None:
             f"{lake.root} is not an ecom-stream lake and not empty (it holds {shown}): "
             "pass a new or empty folder with --lake"
         )
+
+
+def check_new_lake(root: Path, live: Path) -> None:
+    """Refuse ``root`` as the folder of a rebuilt lake unless it is new or empty (and not the
+    live lake ``live``): a rebuild never writes over data."""
+    if root.absolute() == live.absolute():
+        raise ConfigError("--into must be a new folder, not the live lake")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ConfigError(
+            f"{root} is not empty (or not a folder): pass a new folder for the rebuilt lake"
+        )
