@@ -79,7 +79,8 @@ class LandedFile:
             now = None
         if now != self._stamp:
             raise LandedFileChanged(
-                f"{self.path.name!r} was replaced while being read; it is read again later"
+                f"{self.path.name!r} changed or was replaced while being read; "
+                "it is read again later"
             )
         self.check()
 

@@ -9,7 +9,8 @@ domain warning compares it with the state before the file. Bronze and rejected r
 appended under one arrival a piece (a replay skips only the pieces committed); each piece's
 domain warnings are written to raw/ before its merge (a replay after the merge could not
 compute them again); gold, the quality rows and the ledger row are written once, after the
-last piece.
+last piece. A ``LargeFile``'s pieces are read from landing as they are parsed, in both passes
+(``landed.LandedFile``): the file's bytes are never held whole.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pandas as pd
 
 from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
-from ecom_stream.engine.landed import LargeFile
+from ecom_stream.engine.landed import LandedFileChanged, LargeFile
 from ecom_stream.engine.memory import release_memory
 from ecom_stream.engine.quarantine import failed_checks
 from ecom_stream.engine.silver import MergeParts, reject_reasons
@@ -110,6 +111,11 @@ class PieceMerge:
                 g.path, classify(g.path.name), self._kept_bytes(g), g.batch_id, g.arrival_id,
                 exc.reason, g.received_at,
             )
+        except LandedFileChanged:
+            # Nothing of the file is in the lake yet (pass 1 commits nothing): its raw copy
+            # goes too, or a rebuild would merge bytes the lake never merged.
+            p.lake.blobs.remove_raw_copy(g.batch_id, g.name)
+            raise
         p.settle_gc()
         report = checks.report()
         outcome.rows_in, outcome.rows_rescued = scan.total, scan.rescued

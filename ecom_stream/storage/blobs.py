@@ -256,6 +256,16 @@ class Blobs:
                 ) from exc
         return target
 
+    def remove_raw_copy(self, batch_id: str, name: str) -> None:
+        """Remove a raw copy kept by ``store_raw_copy`` whose batch left nothing in the lake
+        (its file changed before its first commit): a rebuild must not merge it."""
+        folder = self.layout.raw_path(batch_id, name).parent
+        for entry in (name, "meta.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / entry).unlink()
+        with contextlib.suppress(OSError):  # not empty: other files of the batch stay
+            folder.rmdir()
+
     def _copy_raw_file(
         self, target: Path, fd: int, size: int, check: Callable[[], None] | None
     ) -> None:
