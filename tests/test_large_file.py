@@ -190,8 +190,12 @@ def test_a_large_file_with_a_bad_line_is_quarantined_naming_the_file_line(
     lines(s.landing_dir, big_name, rows)
     path = s.landing_dir / big_name
     path.write_text(path.read_text().replace('"__BAD__"', "{not json"))
+    data = path.read_bytes()
     run_backfill(s, progress=False)
     lake = Lake(s.lake_dir)
+    # Kept whole in quarantine (linked or copied from landing, never read whole) and in raw/.
+    assert [q.read_bytes() for q in lake.blobs.quarantined_files()] == [data]
+    assert raw_copy(s, big_name)[0] == data
     row = lake.read_pandas("ledger").iloc[0]
     assert row["outcome"] == "quarantined"
     assert f"line {201 if big_name.endswith('jsonl') else 202}" in row["reason"]
