@@ -329,3 +329,34 @@ def test_a_file_changed_while_being_read_is_read_again_not_mixed(
     pd.testing.assert_frame_equal(facts(s)[0], facts(expect)[0])
     assert batch_id(s, big_name) == hashlib.sha256(changed[0]).hexdigest()
     assert raw_copy(s, big_name)[0] == changed[0] != old
+
+
+def test_a_large_file_quarantined_for_its_name_is_kept_as_a_whole_read_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hashed with its name and copied by streaming: the batch id, raw copy, quarantined copy
+    and ledger row of a whole read."""
+    name = "stuff.json"
+    runs = {}
+    read_bytes = intake.read_bytes
+
+    def not_whole(path: Path, max_bytes: int) -> bytes:
+        assert path.name != name, "the large file was read whole"
+        return read_bytes(path, max_bytes)
+
+    for label, max_rows in (("whole", 60_000), ("streamed", 50)):
+        s = Settings(landing_dir=tmp_path / f"{label}-landing",
+                     lake_dir=tmp_path / f"{label}-lake", microbatch_max_rows=max_rows)
+        s.landing_dir.mkdir()
+        lines(s.landing_dir, name, big_orders())
+        data = (s.landing_dir / name).read_bytes()
+        if label == "streamed":
+            monkeypatch.setattr(intake, "read_bytes", not_whole)
+        run_backfill(s, progress=False)
+        lake = Lake(s.lake_dir)
+        assert [q.read_bytes() for q in lake.blobs.quarantined_files()] == [data]
+        runs[label] = (facts(s)[0], batch_id(s, name), raw_copy(s, name))
+    pd.testing.assert_frame_equal(runs["streamed"][0], runs["whole"][0])
+    assert runs["streamed"][1:] == runs["whole"][1:]
+    assert runs["whole"][0].loc[0, "outcome"] == "quarantined"
+    assert runs["whole"][1] == hashlib.sha256(data + b"\0" + name.encode()).hexdigest()
