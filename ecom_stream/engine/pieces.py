@@ -105,12 +105,13 @@ class PieceMerge:
         )
         checks = FileChecks(p.validator(), g.entity)
         try:
-            scan = self._scan(g, checks)
-        except BatchReadError as exc:
-            return p.quarantine.unread(
-                g.path, classify(g.path.name), self._kept_bytes(g), g.batch_id, g.arrival_id,
-                exc.reason, g.received_at,
-            )
+            try:
+                scan = self._scan(g, checks)
+            except BatchReadError as exc:
+                return p.quarantine.unread(
+                    g.path, classify(g.path.name), self._kept_bytes(g), g.batch_id,
+                    g.arrival_id, exc.reason, g.received_at,
+                )
         except LandedFileChanged:
             # Nothing of the file is in the lake yet (pass 1 commits nothing): its raw copy
             # goes too, or a rebuild would merge bytes the lake never merged.
