@@ -9,7 +9,8 @@ domain warning compares it with the state before the file. Bronze and rejected r
 appended under one arrival a piece (a replay skips only the pieces committed); each piece's
 domain warnings are written to raw/ before its merge (a replay after the merge could not
 compute them again); gold, the quality rows and the ledger row are written once, after the
-last piece.
+last piece. A ``LargeFile``'s pieces are read from landing as they are parsed, in both passes
+(``landed.LandedFile``): the file's bytes are never held whole.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 
 from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
+from ecom_stream.engine.landed import LandedFileChanged, LargeFile
 from ecom_stream.engine.memory import release_memory
 from ecom_stream.engine.quarantine import failed_checks
 from ecom_stream.engine.silver import MergeParts, reject_reasons
@@ -36,8 +38,8 @@ from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile
 from ecom_stream.transform.parse import (
     LINES_SUFFIXES,
     classify,
-    parse_array_piece,
-    parse_lines_piece,
+    parse_array_part,
+    parse_lines_part,
 )
 
 __all__ = ["GOLD_EVERY_SECONDS", "PieceMerge"]
@@ -82,7 +84,16 @@ class PieceMerge:
         self.parts = parts
 
     def merge(self, g: ParsedFile) -> FileOutcome:
-        """The file's outcome: validated over all pieces, then merged piece by piece."""
+        """The file's outcome: validated over all pieces, then merged piece by piece (a
+        ``LargeFile``'s pieces read from landing as they are parsed, in both passes)."""
+        try:
+            return self._merge(g)
+        finally:
+            g.data = None
+            if isinstance(g, LargeFile) and g.landed is not None:
+                g.landed.close()
+
+    def _merge(self, g: ParsedFile) -> FileOutcome:
         from ecom_stream.quality.validate import FileChecks  # GX is heavy: writers only
 
         p = self.parts
@@ -94,12 +105,18 @@ class PieceMerge:
         )
         checks = FileChecks(p.validator(), g.entity)
         try:
-            scan = self._scan(g, checks)
-        except BatchReadError as exc:
-            return p.quarantine.unread(
-                g.path, classify(g.path.name), g.data, g.batch_id, g.arrival_id, exc.reason,
-                g.received_at,
-            )
+            try:
+                scan = self._scan(g, checks)
+            except BatchReadError as exc:
+                return p.quarantine.unread(
+                    g.path, classify(g.path.name), self._kept_bytes(g), g.batch_id,
+                    g.arrival_id, exc.reason, g.received_at,
+                )
+        except LandedFileChanged:
+            # Nothing of the file is in the lake yet (pass 1 commits nothing): its raw copy
+            # goes too, or a rebuild would merge bytes the lake never merged.
+            p.lake.blobs.remove_raw_copy(g.batch_id, g.name)
+            raise
         p.settle_gc()
         report = checks.report()
         outcome.rows_in, outcome.rows_rescued = scan.total, scan.rescued
@@ -120,7 +137,6 @@ class PieceMerge:
         )
         if outcome.outcome == "merged":
             outcome.gold_committed_at = datetime.now(UTC)
-        g.data = None
         return outcome
 
     def _scan(self, g: ParsedFile, checks: Any) -> _Scan:
@@ -245,7 +261,8 @@ class PieceMerge:
         quality = bookkeeping.quality_rows([g], [report], combined, pd.DataFrame())
         p.commits.append_once("quality_validations", quality, [outcome])
         if outcome.outcome == "quarantined":
-            p.quarantine.file(outcome, g.data, {"failed_checks": failed_checks(report)})
+            data = self._kept_bytes(g)
+            p.quarantine.file(outcome, data, {"failed_checks": failed_checks(report)})
         p.commits.store_gx_result(g, report)
 
     def _piece_frames(
@@ -253,15 +270,36 @@ class PieceMerge:
     ) -> tuple[list[dict[str, Any]], pd.DataFrame, pd.DataFrame]:
         """Piece ``k`` of a large file: its records, raw and typed frames (row numbers
         counted over the file, from ``offset``)."""
-        assert g.data is not None
         start, end, first = g.pieces[k]
         depth = self.parts.settings.max_json_depth
+        body = self._read(g, start, end)
         records = (
-            parse_lines_piece(g.data, start, end, first, offset, depth)
+            parse_lines_part(body, start, first, offset, depth)
             if g.name.lower().endswith(LINES_SUFFIXES)
-            else parse_array_piece(g.data, start, end, offset, depth)
+            else parse_array_part(body, offset, depth, lambda: self._read(g, 0, None))
         )
+        del body
         raw = clean.records_frame(g.entity, [records])
         raw["_row_no"] += offset
         typed = clean.typed_view(g.entity, raw, self.parts.settings, [g.received_at])
         return records, raw, typed
+
+    @staticmethod
+    def _read(g: ParsedFile, start: int, end: int | None) -> bytes:
+        """Bytes ``start:end`` of the file (``end`` None: to its end), read from landing for
+        a ``LargeFile``."""
+        if isinstance(g, LargeFile) and g.landed is not None:
+            size = g.landed.size
+            return g.landed.read(start, (size if end is None else end) - start)
+        assert g.data is not None
+        return g.data[start:end]
+
+    @staticmethod
+    def _kept_bytes(g: ParsedFile) -> bytes | None:
+        """The bytes quarantine keeps of the file: None for a ``LargeFile``, which quarantine
+        links or copies from landing whole, once landing's name is checked to still hold the
+        very file read (``LandedFileChanged`` otherwise)."""
+        if isinstance(g, LargeFile) and g.landed is not None:
+            g.landed.check_path()
+            return None
+        return g.data

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,65 @@ class Blobs:
         target = self.layout.raw_path(batch_id, f"warnings-{arrival}.json")
         return target.read_bytes() if target.exists() else None
 
+    def store_raw_copy(
+        self,
+        batch_id: str,
+        name: str,
+        fd: int,
+        size: int,
+        meta: Mapping[str, Any],
+        check: Callable[[], None] | None = None,
+    ) -> Path:
+        """``store_raw`` of a file too large to hold in memory: its ``size`` bytes copied from
+        the open descriptor ``fd`` (from offset 0) without passing through memory whole, under
+        a temporary name renamed into place (not fsync'd: synced with its micro-batch, as
+        ``store_raw``). ``check`` runs before the rename: it raises when the source changed
+        while being copied, and nothing is kept."""
+        target = self.layout.raw_path(batch_id, name)
+        if not target.exists():
+            try:
+                self._copy_raw_file(target, fd, size, check)
+                meta_json = json.dumps(dict(meta), indent=2).encode()
+                self.write_raw_file(batch_id, "meta.json", meta_json)
+            except OSError as exc:
+                raise LakeError(
+                    f"cannot keep the raw copy {target}: {exc.strerror or exc}; the file "
+                    "stays in landing (if the lake's disk is full, free space on it)"
+                ) from exc
+        return target
+
+    def remove_raw_copy(self, batch_id: str, name: str) -> None:
+        """Remove a raw copy kept by ``store_raw_copy`` whose batch left nothing in the lake
+        (its file changed before its first commit): a rebuild must not merge it."""
+        folder = self.layout.raw_path(batch_id, name).parent
+        for entry in (name, "meta.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / entry).unlink()
+        with contextlib.suppress(OSError):  # not empty: other files of the batch stay
+            folder.rmdir()
+
+    def _copy_raw_file(
+        self, target: Path, fd: int, size: int, check: Callable[[], None] | None
+    ) -> None:
+        """Copy ``size`` bytes of ``fd`` to ``target`` through a temporary file in raw/.tmp
+        (the name ``atomic_write`` gives it, so a stale one is swept the same way)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = self.layout.raw_tmp_dir
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f".{target.parent.name[:16]}-{target.name}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as out:
+                copied = _copy_range(fd, out.fileno(), size)
+            if check is not None:
+                check()
+            if copied != size:
+                raise OSError(errno.EIO, f"the file ended after {copied:,} of {size:,} bytes")
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
 
 def _same_entry(target: Path, source: Path, data: bytes | None) -> bool:
     """Whether quarantine's ``target`` already holds this file (a retry after a crash)."""
@@ -302,3 +362,24 @@ def sync_filesystem(path: Path) -> None:
     finally:
         os.close(fd)
 
+
+def _copy_range(src: int, dst: int, size: int) -> int:
+    """Copy the first ``size`` bytes of ``src`` to ``dst`` by the kernel (``sendfile``), else
+    in 8 MB blocks; returns how many were copied (fewer: ``src`` ended first)."""
+    done = 0
+    with contextlib.suppress(OSError, AttributeError):  # no sendfile between these files
+        while done < size:
+            sent = os.sendfile(dst, src, done, size - done)
+            if sent == 0:
+                return done
+            done += sent
+        return done
+    while done < size:
+        block = os.pread(src, min(8 << 20, size - done), done)
+        if not block:
+            break
+        view = memoryview(block)
+        while view:
+            written = os.pwrite(dst, view, done)
+            done, view = done + written, view[written:]
+    return done

@@ -1,6 +1,6 @@
 """Turns one batch file into records and its batch id; ``BatchReadError`` says why it can't.
 
-Big files are cut into pieces (``line_chunks``, ``array_chunks``) parsed one at a time. What
+Big files are cut into pieces (``cuts``: ``line_cuts``, ``array_cuts``) parsed one at a time. What
 a file's name says lives in ``names`` and the JSON decoding in ``json_text``; the names of
 ``names`` are re-exported here for the callers that import them from this module.
 """
@@ -11,15 +11,16 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from ecom_stream.errors import BatchReadError
+from ecom_stream.transform.cuts import BOM as _BOM
+from ecom_stream.transform.cuts import Reader, array_chunks, array_cuts, line_chunks, line_cuts
 from ecom_stream.transform.json_text import json_type, loads, nesting_depth, too_deep
 from ecom_stream.transform.names import (
     LINES_SUFFIXES,
@@ -33,14 +34,20 @@ __all__ = [
     "LINES_SUFFIXES",
     "FileKind",
     "RawBatch",
+    "Reader",
     "array_chunks",
+    "array_cuts",
     "batch_id_of",
     "canonical_json",
+    "check_entry",
     "classify",
     "display_name",
     "line_chunks",
+    "line_cuts",
     "name_problem",
+    "parse_array_part",
     "parse_array_piece",
+    "parse_lines_part",
     "parse_lines_piece",
     "parse_records",
     "read_batch",
@@ -49,7 +56,6 @@ __all__ = [
     "row_hashes",
 ]
 
-_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -112,7 +118,17 @@ def read_bytes(path: Path, max_bytes: int) -> bytes:
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
-    st = os.lstat(path)
+    check_entry(os.lstat(path), max_bytes)
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BatchReadError(f"file grew past the limit of {max_bytes:,} bytes while being read")
+    return data
+
+
+def check_entry(st: os.stat_result, max_bytes: int) -> None:
+    """Raise why an entry of this ``lstat`` is not read: a symlink, not a regular file, or
+    larger than ``max_bytes``."""
     if stat.S_ISLNK(st.st_mode):
         raise BatchReadError(
             "symbolic link: links are never followed; copy the file itself instead"
@@ -133,11 +149,6 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
             f"file is {st.st_size:,} bytes, larger than the limit of {max_bytes:,} "
             "(ECOM_MAX_FILE_BYTES); split it into smaller batches"
         )
-    with open(path, "rb") as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise BatchReadError(f"file grew past the limit of {max_bytes:,} bytes while being read")
-    return data
 
 
 def parse_records(data: bytes, fmt: str, max_depth: int) -> list[dict[str, Any]]:
@@ -192,91 +203,28 @@ def _parse_array(text: str) -> list[Any]:
     return value
 
 
-def line_chunks(data: bytes, max_rows: int) -> list[tuple[int, int, int]]:
-    """A JSON Lines file's bytes cut at line ends into pieces of at most ``max_rows`` lines,
-    as (start, end, first line number); one piece when the file has no more lines than that.
-    The newlines are found in one vectorised scan (no per-line objects: memory)."""
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
-    cuts = [0, *(int(e) + 1 for e in ends[max_rows - 1 :: max_rows] if e + 1 < len(data))]
-    bounds = [*cuts, len(data)]
-    return [(bounds[i], bounds[i + 1], i * max_rows + 1) for i in range(len(cuts))]
-
-
-# Bytes a JSON array's scan for element boundaries looks at a time (bounds its memory).
-_SCAN_BLOCK = 8 * 1024 * 1024
-_SCAN_TABLE = np.zeros(256, dtype=bool)
-_SCAN_TABLE[list(b'[]{}",')] = True
-
-
-def array_chunks(data: bytes, max_rows: int) -> list[tuple[int, int, int]] | None:
-    """A JSON array's bytes cut between top-level elements into pieces of at most
-    ``max_rows`` elements, as (start, end, first element number): each piece parses as
-    ``b"[" + data[start:end] + b"]"``. None when the file holds no more elements than that
-    or is not one well-formed array (it is then parsed whole, which names its error).
-
-    The top-level commas are found by a vectorised scan of 8 MB blocks (quotes, brackets
-    and commas; escape pairs blanked out at equal length), so no per-element object is made.
-    """
-    n = len(data)
-    begin = len(_BOM) if data.startswith(_BOM) else 0
-    if not data[begin : begin + 64].lstrip().startswith(b"[") or not data[-64:].rstrip(
-    ).endswith(b"]"):
-        return None
-    commas: list[np.ndarray] = []
-    inside, depth, pos = 0, 0, begin
-    while pos < n:
-        end = min(pos + _SCAN_BLOCK, n)
-        while end < n and data[end - 1] == 0x5C:  # never split an escape pair
-            end += 1
-        block = data[pos:end]
-        if b"\\" in block:
-            block = block.replace(b"\\\\", b"__").replace(b'\\"', b"__")
-        arr = np.frombuffer(block, dtype=np.uint8)
-        idx = np.flatnonzero(_SCAN_TABLE[arr])
-        chars = arr[idx]
-        quotes = chars == 0x22
-        parity = (np.cumsum(quotes) + inside) % 2
-        if len(parity):
-            inside = int(parity[-1])
-        outside = (parity == 0) & ~quotes
-        idx, chars = idx[outside], chars[outside]
-        step = np.where((chars == 0x5B) | (chars == 0x7B), 1, 0) - np.where(
-            (chars == 0x5D) | (chars == 0x7D), 1, 0
-        )
-        levels = np.cumsum(step) + depth
-        closed = np.flatnonzero(levels <= 0)
-        # Only the file's last bracket may close the array.
-        if len(closed) and not (end >= n and closed.tolist() == [len(levels) - 1]):
-            return None
-        if len(levels):
-            depth = int(levels[-1])
-        commas.append(idx[(chars == 0x2C) & (levels == 1)] + pos)
-        pos = end
-    if depth != 0 or inside:
-        return None
-    cuts = np.concatenate(commas) if commas else np.empty(0, np.int64)
-    if len(cuts) < max_rows:
-        return None
-    bounds = cuts[max_rows - 1 :: max_rows].tolist()
-    starts = [data.index(b"[", begin) + 1, *(c + 1 for c in bounds)]
-    ends = [*bounds, data.rindex(b"]")]
-    return [(a, b, i * max_rows) for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
-
-
 def parse_array_piece(
     data: bytes, start: int, end: int, first_index: int, max_depth: int
 ) -> list[dict[str, Any]]:
-    """Parse one piece of a JSON array (see ``array_chunks``) as ``parse_records`` parses
-    the whole file; on an error the whole file is parsed, so that its message names the
-    file's line and column."""
-    piece = b"[" + data[start:end] + b"]"
+    """``parse_array_part`` of a piece of bytes in memory."""
+    return parse_array_part(data[start:end], first_index, max_depth, lambda: data)
+
+
+def parse_array_part(
+    body: bytes, first_index: int, max_depth: int, whole: Callable[[], bytes]
+) -> list[dict[str, Any]]:
+    """Parse one piece of a JSON array, ``body`` its bytes between two cuts (see
+    ``array_cuts``), as ``parse_records`` parses the whole file. On an error the whole file
+    (``whole()``) is parsed, so that its message names the file's line and column: only this
+    error path holds the whole file in memory."""
+    piece = b"[" + body + b"]"
     try:
         text = piece.decode("utf-8")
         records = _parse_array(text)
         _check_piece(records, piece, first_index, max_depth)
     except (UnicodeDecodeError, BatchReadError) as exc:
         del piece
-        parse_records(data, "array", max_depth)  # raises with the file's own message
+        parse_records(whole(), "array", max_depth)  # raises with the file's own message
         raise BatchReadError(getattr(exc, "reason", str(exc))) from None
     return records
 
@@ -284,9 +232,16 @@ def parse_array_piece(
 def parse_lines_piece(
     data: bytes, start: int, end: int, first_line: int, first_index: int, max_depth: int
 ) -> list[dict[str, Any]]:
-    """Parse one piece of a JSON Lines file (see ``line_chunks``) as ``parse_records`` parses
-    the whole file: errors name the file's line, byte offset and element number."""
-    piece = data[start:end]
+    """``parse_lines_part`` of a piece of bytes in memory."""
+    return parse_lines_part(data[start:end], start, first_line, first_index, max_depth)
+
+
+def parse_lines_part(
+    piece: bytes, start: int, first_line: int, first_index: int, max_depth: int
+) -> list[dict[str, Any]]:
+    """Parse one piece of a JSON Lines file (see ``line_cuts``; ``start`` its offset in the
+    file) as ``parse_records`` parses the whole file: errors name the file's line, byte
+    offset and element number."""
     if start == 0 and piece.startswith(_BOM):
         piece, start = piece[len(_BOM) :], len(_BOM)
     try:
