@@ -93,7 +93,7 @@ def raw_copy(s: Settings, name: str) -> tuple[bytes, dict[str, Any]]:
 
 
 def batch_id(s: Settings, name: str) -> str:
-    ledger = Lake(s.lake_dir).read_pandas("ledger")
+    ledger = Lake(s.lake_dir).tables.read_pandas("ledger")
     return str(ledger.set_index("file_name").loc[name, "batch_id"])
 
 
