@@ -58,10 +58,13 @@ def domain_warnings(
         change = "{old:.2f} -> {new:.2f}"
     rows = np.flatnonzero(bad).astype(np.int64)
     n = int(matched.sum())
+    # The examples are the smallest keys, not the first rows: row order depends on how files
+    # were grouped into micro-batches, and the warning must not.
+    by_key = rows[np.argsort(incoming[key].to_numpy()[rows], kind="stable")]
     sample = [
         {key: _json_value(incoming[key].iloc[p]), f"old_{column}": _json_value(old_vals.iloc[p]),
          f"new_{column}": _json_value(new_vals.iloc[p])}
-        for p in rows[:_SAMPLE_ROWS]
+        for p in by_key[:_SAMPLE_ROWS]
     ]
     return [_domain_result(entity, name, column, what, change, n, rows, sample)]
 
@@ -70,7 +73,7 @@ def combine_domain_warnings(
     entity: str, parts: Sequence[CheckResult], settings: Settings
 ) -> CheckResult:
     """One domain warning from those of the pieces of one file (each piece's keys are its
-    own, compared with the state before the file): counts add up, samples are the first."""
+    own, compared with the state before the file): counts add up, samples are the smallest keys."""
     if entity == "orders":
         what = "status moved backwards (pending < confirmed < shipped < delivered)"
         change = "{old} -> {new}"
@@ -79,7 +82,8 @@ def combine_domain_warnings(
         change = "{old:.2f} -> {new:.2f}"
     n = sum(int(c.element_count) for c in parts)
     k = sum(int(c.unexpected_count) for c in parts)
-    sample = [s for c in parts for s in c.sample][:_SAMPLE_ROWS]
+    key = KEYS[entity]
+    sample = sorted((s for c in parts for s in c.sample), key=lambda s: s[key])[:_SAMPLE_ROWS]
     if k == 0:
         # Worded as the pipeline words a file without a finding.
         return dataclasses.replace(
