@@ -77,10 +77,19 @@ class Blobs:
 
     def store_raw(self, batch_id: str, name: str, data: bytes, meta: Mapping[str, Any]) -> Path:
         """Keep an immutable copy of a received file (content addressed; written once)."""
+        return self._keep_raw(
+            batch_id, name, meta, lambda: self.write_raw_file(batch_id, name, data)
+        )
+
+    def _keep_raw(
+        self, batch_id: str, name: str, meta: Mapping[str, Any], write: Callable[[], Any]
+    ) -> Path:
+        """Write the raw copy (``write``) then its meta.json, once; a failure is a LakeError
+        that leaves the file in landing."""
         target = self.layout.raw_path(batch_id, name)
         if not target.exists():
             try:
-                self.write_raw_file(batch_id, name, data)
+                write()
                 meta_json = json.dumps(dict(meta), indent=2).encode()
                 self.write_raw_file(batch_id, "meta.json", meta_json)
             except OSError as exc:
@@ -257,17 +266,9 @@ class Blobs:
         ``store_raw``). ``check`` runs before the rename: it raises when the source changed
         while being copied, and nothing is kept."""
         target = self.layout.raw_path(batch_id, name)
-        if not target.exists():
-            try:
-                self._copy_raw_file(target, fd, size, check)
-                meta_json = json.dumps(dict(meta), indent=2).encode()
-                self.write_raw_file(batch_id, "meta.json", meta_json)
-            except OSError as exc:
-                raise LakeError(
-                    f"cannot keep the raw copy {target}: {exc.strerror or exc}; the file "
-                    "stays in landing (if the lake's disk is full, free space on it)"
-                ) from exc
-        return target
+        return self._keep_raw(
+            batch_id, name, meta, lambda: self._copy_raw_file(target, fd, size, check)
+        )
 
     def remove_raw_copy(self, batch_id: str, name: str) -> None:
         """Remove a raw copy kept by ``store_raw_copy`` whose batch left nothing in the lake
