@@ -136,7 +136,7 @@ def test_a_file_quarantined_for_its_name_comes_back_under_a_fixed_one(
 
 def deny_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The process may not read ``name`` (tests run as root, which reads anything)."""
-    from ecom_stream.transform import parse as read_module
+    from ecom_stream.sources import files as read_module
 
     real_open = open
 

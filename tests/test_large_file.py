@@ -17,11 +17,12 @@ from conftest import COMPARED_TABLES, assert_same_tables, snapshot
 from test_pipeline import order, product
 
 from ecom_stream.config import Settings
-from ecom_stream.engine import intake, landed
+from ecom_stream.engine import intake
 from ecom_stream.engine.backfill import run_backfill
-from ecom_stream.engine.landed import LandedFile, LargeFile
 from ecom_stream.engine.pieces import PieceMerge
 from ecom_stream.engine.pipeline import Pipeline
+from ecom_stream.sources import landed
+from ecom_stream.sources.landed import LandedFile, LargeFile
 from ecom_stream.storage.lake import Lake
 from ecom_stream.storage.tables import Tables
 from ecom_stream.transform import cuts

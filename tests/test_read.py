@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecom_stream.errors import BatchReadError
+from ecom_stream.sources.files import read_bytes
 from ecom_stream.transform.json_text import nesting_depth
 from ecom_stream.transform.parse import (
     canonical_json,
     classify,
     parse_records,
-    read_bytes,
     row_hash,
 )
 

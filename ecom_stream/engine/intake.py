@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecom_stream.config import Settings
-from ecom_stream.engine.landed import LandedFile, LargeFile
 from ecom_stream.errors import BatchError, BatchReadError
+from ecom_stream.sources.files import read_bytes
+from ecom_stream.sources.landed import LandedFile, LargeFile
 from ecom_stream.transform import bookkeeping
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile
 from ecom_stream.transform.parse import (
@@ -25,7 +26,6 @@ from ecom_stream.transform.parse import (
     line_chunks,
     name_problem,
     parse_records,
-    read_bytes,
 )
 
 if TYPE_CHECKING:  # they import this module's ids and hints

@@ -27,11 +27,11 @@ import pandas as pd
 
 from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
-from ecom_stream.engine.landed import LandedFileChanged, LargeFile
 from ecom_stream.engine.memory import release_memory
 from ecom_stream.engine.quarantine import failed_checks
 from ecom_stream.engine.silver import MergeParts, reject_reasons
 from ecom_stream.errors import BatchReadError
+from ecom_stream.sources.landed import LandedFileChanged, LargeFile
 from ecom_stream.storage.lake import BRONZE
 from ecom_stream.transform import bookkeeping, clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile

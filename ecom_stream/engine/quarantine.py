@@ -21,10 +21,11 @@ from ecom_stream.engine.intake import (
 )
 from ecom_stream.engine.state import BatchState
 from ecom_stream.errors import BatchError
+from ecom_stream.sources.files import read_bytes
 from ecom_stream.storage.lake import Lake
 from ecom_stream.transform import bookkeeping
 from ecom_stream.transform.bookkeeping import FileOutcome
-from ecom_stream.transform.parse import FileKind, classify, display_name, name_problem, read_bytes
+from ecom_stream.transform.parse import FileKind, classify, display_name, name_problem
 
 __all__ = ["Quarantine", "failed_checks"]
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,13 +29,11 @@ from ecom_stream.transform.names import (
 __all__ = [
     "LINES_SUFFIXES",
     "FileKind",
-    "RawBatch",
     "Reader",
     "array_chunks",
     "array_cuts",
     "batch_id_of",
     "canonical_json",
-    "check_entry",
     "classify",
     "display_name",
     "line_chunks",
@@ -50,24 +44,10 @@ __all__ = [
     "parse_lines_part",
     "parse_lines_piece",
     "parse_records",
-    "read_batch",
-    "read_bytes",
     "row_hash",
     "row_hashes",
 ]
 
-
-
-@dataclass
-class RawBatch:
-    """One readable batch file."""
-
-    path: Path
-    name: str
-    entity: str
-    batch_id: str
-    size: int
-    records: list[dict[str, Any]]
 
 
 def batch_id_of(data: bytes) -> str:
@@ -104,53 +84,6 @@ def row_hashes(records: Sequence[dict[str, Any]]) -> list[str]:
         return [sha256(canonical_json(r)).hexdigest() for r in records]
 
 
-def read_bytes(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes; symlinks, non-regular files and oversized files raise (an empty file
-    is read: its bytes, none, are quarantined like any unparseable content)."""
-    try:
-        return _read_bytes(path, max_bytes)
-    except (FileNotFoundError, BatchReadError):
-        raise
-    except OSError as exc:
-        raise BatchReadError(
-            f"cannot read the file: {exc.strerror or exc}; check its permissions"
-        ) from None
-
-
-def _read_bytes(path: Path, max_bytes: int) -> bytes:
-    check_entry(os.lstat(path), max_bytes)
-    with open(path, "rb") as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise BatchReadError(f"file grew past the limit of {max_bytes:,} bytes while being read")
-    return data
-
-
-def check_entry(st: os.stat_result, max_bytes: int) -> None:
-    """Raise why an entry of this ``lstat`` is not read: a symlink, not a regular file, or
-    larger than ``max_bytes``."""
-    if stat.S_ISLNK(st.st_mode):
-        raise BatchReadError(
-            "symbolic link: links are never followed; copy the file itself instead"
-        )
-    if not stat.S_ISREG(st.st_mode):
-        what = (
-            "a named pipe (FIFO)"
-            if stat.S_ISFIFO(st.st_mode)
-            else "a socket"
-            if stat.S_ISSOCK(st.st_mode)
-            else "a device"
-        )
-        raise BatchReadError(
-            f"not a regular file but {what}: it is never opened; write the batch as a file"
-        )
-    if st.st_size > max_bytes:
-        raise BatchReadError(
-            f"file is {st.st_size:,} bytes, larger than the limit of {max_bytes:,} "
-            "(ECOM_MAX_FILE_BYTES); split it into smaller batches"
-        )
-
-
 def parse_records(data: bytes, fmt: str, max_depth: int) -> list[dict[str, Any]]:
     """Decode and parse the batch; every element must be a JSON object."""
     if not data:
@@ -179,13 +112,6 @@ def parse_records(data: bytes, fmt: str, max_depth: int) -> list[dict[str, Any]]
             if too_deep(rec, max_depth):
                 raise BatchReadError(f"element {i} is nested deeper than {max_depth} levels")
     return records
-
-
-def read_batch(path: Path, kind: FileKind, *, max_bytes: int, max_depth: int) -> RawBatch:
-    """Read and parse one batch file (``kind`` from :func:`classify`)."""
-    data = read_bytes(path, max_bytes)
-    records = parse_records(data, kind.fmt or "array", max_depth)
-    return RawBatch(path, path.name, kind.entity or "", batch_id_of(data), len(data), records)
 
 
 def _parse_array(text: str) -> list[Any]:
