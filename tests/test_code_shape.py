@@ -178,3 +178,44 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
     (tmp_path / "engine").mkdir()
     (tmp_path / "engine" / "y.py").write_text("import ecom_stream.transform.parse\n")
     assert upward_imports(tmp_path) == ["transform/x.py -> ecom_stream.engine"]
+
+
+# -- transform/ is pure ----------------------------------------------------------------------
+FILE_CALLS = {"read_bytes", "read_text", "write_bytes", "write_text", "iterdir", "exists",
+              "stat", "lstat", "unlink", "mkdir"}  # DataFrame.rename is not a file call
+PURE_OS = {"fsencode", "fsdecode", "sep"}
+
+
+def file_calls(root: Path, stage: str) -> list[str]:
+    """Calls under ``root/stage`` that touch files: ``open``, ``os.*`` (but name encoding)
+    and ``Path`` methods that read, write or list."""
+    found = []
+    for rel, source in modules(root):
+        if not rel.startswith(f"{stage}/"):
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.Call):
+                continue
+            fn = node.func
+            if isinstance(fn, ast.Name) and fn.id == "open":
+                found.append(f"{rel}:{node.lineno} open()")
+            elif isinstance(fn, ast.Attribute):
+                is_os = isinstance(fn.value, ast.Name) and fn.value.id == "os"
+                if (is_os and fn.attr not in PURE_OS) or fn.attr in FILE_CALLS:
+                    found.append(f"{rel}:{node.lineno} .{fn.attr}()")
+    return found
+
+
+def test_transform_touches_no_file() -> None:
+    found = file_calls(PACKAGE, "transform")
+    assert not found, f"transform/ is pure: read files in sources/, write them in storage/: {found}"
+
+
+def test_a_file_call_in_transform_is_found(tmp_path: Path) -> None:
+    (tmp_path / "transform").mkdir()
+    (tmp_path / "transform" / "x.py").write_text(
+        "import os\nos.fsencode('a')\nopen('f')\nos.lstat('f')\n"
+    )
+    assert file_calls(tmp_path, "transform") == [
+        "transform/x.py:3 open()", "transform/x.py:4 .lstat()",
+    ]
