@@ -1,4 +1,5 @@
-"""Typed settings, resolved once: defaults, then ``ECOM_*`` environment, then CLI flags."""
+"""Typed settings, resolved once: defaults, then a config file, then ``ECOM_*`` environment,
+then CLI flags."""
 
 from __future__ import annotations
 
@@ -15,10 +16,19 @@ from ecom_stream.contract.rules import Rule, default_policies
 from ecom_stream.contract.user_rules import check_extra_rules, load_rules
 from ecom_stream.errors import ConfigError
 
-__all__ = ["POLICIES", "Settings", "default_policies"]
+__all__ = ["POLICIES", "Origin", "Settings", "default_policies"]
 
 ENV_PREFIX = "ECOM_"
 POLICIES = ("quarantine-batch", "drop-row", "warn")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a setting came from: ``default``, ``file``, ``env`` or ``flag``, and which one
+    (the variable or flag name; the file's path is filled in by the config-file layer)."""
+
+    source: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,14 +182,35 @@ class Settings:
         cls,
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
+        *,
+        file: Mapping[str, Any] | None = None,
     ) -> Settings:
-        """Defaults, overridden by ``ECOM_<FIELD>`` variables, overridden by ``overrides``.
+        """Defaults, overridden by ``file`` values, by ``ECOM_<FIELD>`` variables, by ``overrides``.
 
         ``ECOM_LANDING`` and ``ECOM_LAKE`` are accepted for the two directories; policies are
         set with ``ECOM_POLICY_<EXPECTATION>=warn`` (e.g. ``ECOM_POLICY_ORDERS_STATUS_KNOWN``).
+        ``file`` holds typed values by field name (see :mod:`ecom_stream.config_file`).
         """
+        return cls(**cls.layered(env, overrides, file=file)[0])
+
+    @classmethod
+    def layered(
+        cls,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        file: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Origin]]:
+        """The constructor arguments of :meth:`from_sources` and where each came from: one
+        :class:`Origin` per field (policies one per expectation, as ``policies.NAME``) set by
+        a layer above the defaults."""
         env = os.environ if env is None else env
+        origins: dict[str, Origin] = {}
         values: dict[str, Any] = {}
+        for name, val in (file or {}).items():
+            if name != "policies":
+                values[name] = val
+                origins[name] = Origin("file")
         hints = get_type_hints(cls)
         aliases = {"landing_dir": "ECOM_LANDING", "lake_dir": "ECOM_LAKE"}
         for f in fields(cls):
@@ -188,24 +219,43 @@ class Settings:
             for var in (aliases.get(f.name), ENV_PREFIX + f.name.upper()):
                 if var and var in env:
                     values[f.name] = _coerce(f.name, hints[f.name], env[var], var)
+                    origins[f.name] = Origin("env", var)
                     break
         if env.get(ENV_PREFIX + "EXTRA_RULES", "").strip():
             values["extra_rules"] = load_rules(env[ENV_PREFIX + "EXTRA_RULES"])
-        policies = default_policies()
-        for key, val in env.items():
-            if key.startswith(ENV_PREFIX + "POLICY_"):
-                policies[key[len(ENV_PREFIX + "POLICY_") :].lower()] = val.strip().lower()
+            origins["extra_rules"] = Origin("env", ENV_PREFIX + "EXTRA_RULES")
+        policies = cls._policies(env, (file or {}).get("policies", {}), origins)
         values["policies"] = policies
         for name, val in (overrides or {}).items():
             if val is None:
                 continue
+            flag = f"--{name.replace('_', '-')}"
             if name == "policies":
                 values["policies"] = {**policies, **val}
-            elif name == "extra_rules":
+                origins.update({f"policies.{k}": Origin("flag") for k in val})
+                continue
+            if name == "extra_rules":
                 values[name] = load_rules(val) if isinstance(val, str) else tuple(val)
             else:
-                values[name] = _coerce(name, hints[name], val, f"--{name.replace('_', '-')}")
-        return cls(**values)
+                values[name] = _coerce(name, hints[name], val, flag)
+            origins[name] = Origin("flag", flag)
+        return values, origins
+
+    @staticmethod
+    def _policies(
+        env: Mapping[str, str], file: Mapping[str, str], origins: dict[str, Origin]
+    ) -> dict[str, str]:
+        """Default policies < the file's ``[policies]`` < ``ECOM_POLICY_<NAME>``."""
+        policies = default_policies()
+        for key, val in file.items():
+            policies[key] = val
+            origins[f"policies.{key}"] = Origin("file")
+        for key, val in env.items():
+            if key.startswith(ENV_PREFIX + "POLICY_"):
+                name = key[len(ENV_PREFIX + "POLICY_") :].lower()
+                policies[name] = val.strip().lower()
+                origins[f"policies.{name}"] = Origin("env", key)
+        return policies
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
