@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -117,8 +118,20 @@ class Settings:
     log_level: str = "INFO"
     """Root log level."""
 
+    # -- ops (issue 18: table history) --------------------------------------------------------
+    log_retention: str = "10 seconds"
+    """How long each Delta table keeps its commit history (``delta.logRetentionDuration``),
+    e.g. ``"7 days"`` or ``"30d"``: the audit trail of ``DESCRIBE HISTORY`` and time travel.
+    Short by default: every commit lists the log folder, so kept commits cost (see README)."""
+
+    @property
+    def log_retention_interval(self) -> str:
+        """``log_retention`` as Delta writes it (``"interval 7 days"``)."""
+        return delta_interval(self.log_retention)
+
     def __post_init__(self) -> None:
         self._check_ranges()
+        delta_interval(self.log_retention)  # ops: refuse a bad ECOM_LOG_RETENTION early
         object.__setattr__(self, "extra_rules", check_extra_rules(self.extra_rules))
         for name, policy in self.policies.items():
             if policy not in POLICIES:
@@ -260,6 +273,31 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+_UNITS = {
+    "s": "second", "sec": "second", "second": "second",
+    "m": "minute", "min": "minute", "minute": "minute",
+    "h": "hour", "hr": "hour", "hour": "hour",
+    "d": "day", "day": "day",
+    "w": "week", "week": "week",
+}  # fmt: skip
+_DURATION = re.compile(r"^\s*(?:interval\s+)?(\d+)\s*([a-z]+)\s*$", re.IGNORECASE)
+
+
+def delta_interval(text: str) -> str:
+    """A duration (``"7 days"``, ``"30d"``, ``"12 hours"``, ``"interval 1 week"``) as a Delta
+    table-property interval (``"interval 7 days"``); a :class:`ConfigError` otherwise."""
+    match = _DURATION.match(str(text))
+    raw = match.group(2).lower() if match else ""
+    # A plural "s" is dropped, but never from a two-letter unit ("ms" is not minutes).
+    unit = _UNITS.get(raw) or (_UNITS.get(raw[:-1]) if len(raw) > 2 and raw[-1] == "s" else None)
+    if match is None or unit is None or int(match.group(1)) < 1:
+        raise ConfigError(
+            f"log retention {text!r} is not a duration: use a whole number of seconds, "
+            "minutes, hours, days or weeks, e.g. '7 days' or '30d' (ECOM_LOG_RETENTION)"
+        )
+    return f"interval {int(match.group(1))} {unit}s"
 
 
 def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:

@@ -171,3 +171,49 @@ def test_cli_config_prints_every_setting_and_its_origin(tmp_path: Path, config: 
     assert text.returncode == 0, text.stderr
     assert f"config file: {config.absolute()}" in text.stdout
     assert any(line.startswith("lake_dir ") and "file" in line for line in text.stdout.splitlines())
+
+
+# -- table history: ECOM_LOG_RETENTION ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "interval"),
+    [("7 days", "interval 7 days"), ("30d", "interval 30 days"), ("12 hours", "interval 12 hours"),
+     ("1 week", "interval 1 weeks"), ("interval 10 seconds", "interval 10 seconds")],
+)  # fmt: skip
+def test_log_retention_is_a_duration(text: str, interval: str) -> None:
+    from ecom_stream.config import Settings
+
+    assert Settings.from_sources({"ECOM_LOG_RETENTION": text}).log_retention_interval == interval
+
+
+@pytest.mark.parametrize("text", ["forever", "5 ms", "0 days", "7 fortnights"])
+def test_a_bad_log_retention_is_refused(text: str) -> None:
+    from ecom_stream.config import Settings
+
+    with pytest.raises(ConfigError, match="ECOM_LOG_RETENTION"):
+        Settings.from_sources({"ECOM_LOG_RETENTION": text})
+
+
+def test_log_retention_reaches_every_table_property(tmp_path: Path) -> None:
+    from ecom_stream.api import process_files
+    from ecom_stream.config import Settings
+    from ecom_stream.storage.lake import TABLES, Lake
+    from ecom_stream.tools.generate import GenerateOptions, generate
+
+    def retentions(lake: Lake) -> set[str]:
+        return {
+            lake.tables.table(name).metadata().configuration["delta.logRetentionDuration"]
+            for name in TABLES
+        }
+
+    lake_dir = tmp_path / "lake"
+    files = generate(GenerateOptions(out=tmp_path / "in", batches=1, orders_per_batch=5,
+                                     products=5, seed=3))  # fmt: skip
+    settings = Settings.from_sources({"ECOM_LOG_RETENTION": "30d"}).replace(lake_dir=lake_dir)
+    process_files(lake_dir, files, settings)
+    assert retentions(Lake(lake_dir)) == {"interval 30 days"}
+    # A command without the setting (no retention given) leaves the tables as they are...
+    Lake(lake_dir).ensure_tables()
+    assert retentions(Lake(lake_dir)) == {"interval 30 days"}
+    # ...and a writer with the default sets the short one back.
+    Lake(lake_dir, log_retention=Settings().log_retention_interval).ensure_tables()
+    assert retentions(Lake(lake_dir)) == {"interval 10 seconds"}

@@ -168,7 +168,7 @@ def cmd_rebuild_gold(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.engine.refresh import GoldRefresher
     from ecom_stream.storage.lake import Lake
 
-    lake = Lake(settings.lake_dir)
+    lake = Lake(settings.lake_dir, log_retention=settings.log_retention_interval)
     if not lake.tables.exists():
         raise EcomStreamError(f"no lake at {lake.root}: nothing to rebuild")
     with lake.writer_lock("rebuild-gold"):

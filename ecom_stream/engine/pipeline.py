@@ -53,7 +53,9 @@ class Pipeline:
         # Importing and building Great Expectations takes seconds: it runs on the side thread
         # while this one opens the lake and reads the first files (native code, GIL released).
         self._validator = self._side.submit(_build_validator, settings)
-        self.lake = Lake(settings.lake_dir, writer=True)
+        self.lake = Lake(
+            settings.lake_dir, writer=True, log_retention=settings.log_retention_interval
+        )
         self.lake.ensure_tables()
         # Partial raw or quarantine copies of an interrupted write (a full disk, a kill): this
         # process holds the writer lock, so no one else is writing them.
