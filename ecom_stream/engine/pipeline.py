@@ -27,6 +27,7 @@ from ecom_stream.engine.quarantine import Quarantine
 from ecom_stream.engine.refresh import GoldRefresher
 from ecom_stream.engine.silver import MergeParts, Silver
 from ecom_stream.engine.state import BatchState
+from ecom_stream.logs import batch_context, outcome_context
 from ecom_stream.storage.lake import Lake
 from ecom_stream.transform import clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_rows
@@ -141,9 +142,12 @@ class Pipeline:
 
         def flush() -> None:
             nonlocal group, finals
-            done = self.commits.microbatch(group, finals, self._merge)
+            files = [*group, *finals]
+            with batch_context([f.batch_id for f in files], [f.arrival_id for f in files]):
+                done = self.commits.microbatch(group, finals, self._merge)
             for o in done:
-                logger.info("%s", o.log_line())
+                with outcome_context(o):
+                    logger.info("%s", o.log_line())
                 if on_outcome:
                     on_outcome(o)
             outcomes.extend(done)
