@@ -316,3 +316,16 @@ def effective_values(settings: Settings) -> dict[str, Any]:
         else:
             out[f.name] = value
     return out
+
+
+def cmd_service_unit(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.cli.main import resolve_args
+    from ecom_stream.service.unit import CONTAINERFILE, systemd_unit
+
+    if args.containerfile:
+        print(CONTAINERFILE, end="")
+        return EXIT_OK
+    workdir = Path(args.workdir) if args.workdir else None
+    config = resolve_args(args).path if args.config else None
+    print(systemd_unit(settings, workdir=workdir, user=args.user, config=config), end="")
+    return EXIT_OK

@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_service_commands(add)
     _add_bench(add)
     _add_config(add)
+    _add_service_unit(add)
     return parser
 
 
@@ -243,6 +244,18 @@ def _add_config(add: _Add) -> None:
     """``config``: every effective setting and where it came from."""
     p = add("config", "print every effective setting and where it came from")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_service_unit(add: _Add) -> None:
+    """``service-unit``: the example systemd unit (or container file) for the daemon."""
+    p = add("service-unit", "print a systemd unit running the daemon with these settings")
+    p.add_argument("--user", help="run the service as this user (User=)")
+    p.add_argument(
+        "--workdir", metavar="DIR", help="working directory (default: the current one)"
+    )
+    p.add_argument(
+        "--containerfile", action="store_true", help="print the example container file instead"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
