@@ -7,6 +7,7 @@ a new field is a valid key with no change here), plus a ``[policies]`` table and
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
 import tomllib
@@ -113,6 +114,8 @@ def _typed(key: str, hint: Any, value: Any, path: Path) -> Any:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
         raise _bad(path, key, value, expected)
+    if hint is str and isinstance(value, datetime.date):
+        return value.isoformat()  # an unquoted TOML date (earliest_order_date = 2000-01-01)
     if hint not in ok:
         return value  # a type this layer does not know: Settings checks it
     if not ok[hint]:

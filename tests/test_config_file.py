@@ -22,6 +22,7 @@ quiet_seconds = 2
 rescan_seconds = 5.5
 polling = true
 excluded_statuses = ["cancelled", "refunded"]
+earliest_order_date = 2001-02-03
 
 [policies]
 orders_status_known = "drop-row"
@@ -90,6 +91,7 @@ def test_every_kind_of_value_is_read_from_the_file(config: Path) -> None:
     assert (s.quiet_seconds, s.rescan_seconds, s.polling) == (2.0, 5.5, True)
     assert isinstance(s.quiet_seconds, float)
     assert s.excluded_statuses == ("cancelled", "refunded")
+    assert s.earliest_order_date == "2001-02-03"
     assert s.policies["orders_status_known"] == "drop-row"
     assert resolved.origins["policies.orders_status_known"].source == "file"
     assert resolved.origins["policies.orders_status_known"].detail == str(config.absolute())
