@@ -1,10 +1,12 @@
-"""Typed settings, resolved once: defaults, then ``ECOM_*`` environment, then CLI flags."""
+"""Typed settings, resolved once: defaults, then a config file, then ``ECOM_*`` environment,
+then CLI flags."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -15,10 +17,19 @@ from ecom_stream.contract.rules import Rule, default_policies
 from ecom_stream.contract.user_rules import check_extra_rules, load_rules
 from ecom_stream.errors import ConfigError
 
-__all__ = ["POLICIES", "Settings", "default_policies"]
+__all__ = ["POLICIES", "Origin", "Settings", "default_policies"]
 
 ENV_PREFIX = "ECOM_"
 POLICIES = ("quarantine-batch", "drop-row", "warn")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a setting came from: ``default``, ``file``, ``env`` or ``flag``, and which one
+    (the variable or flag name; the file's path is filled in by the config-file layer)."""
+
+    source: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,20 @@ class Settings:
     log_level: str = "INFO"
     """Root log level."""
 
+    # -- ops (issue 18: table history) --------------------------------------------------------
+    log_retention: str = "10 seconds"
+    """How long each Delta table keeps its commit history (``delta.logRetentionDuration``),
+    e.g. ``"7 days"`` or ``"30d"``: the audit trail of ``DESCRIBE HISTORY`` and time travel.
+    Short by default: every commit lists the log folder, so kept commits cost (see README)."""
+
+    @property
+    def log_retention_interval(self) -> str:
+        """``log_retention`` as Delta writes it (``"interval 7 days"``)."""
+        return delta_interval(self.log_retention)
+
     def __post_init__(self) -> None:
         self._check_ranges()
+        delta_interval(self.log_retention)  # ops: refuse a bad ECOM_LOG_RETENTION early
         object.__setattr__(self, "extra_rules", check_extra_rules(self.extra_rules))
         for name, policy in self.policies.items():
             if policy not in POLICIES:
@@ -172,14 +195,35 @@ class Settings:
         cls,
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
+        *,
+        file: Mapping[str, Any] | None = None,
     ) -> Settings:
-        """Defaults, overridden by ``ECOM_<FIELD>`` variables, overridden by ``overrides``.
+        """Defaults, overridden by ``file`` values, by ``ECOM_<FIELD>`` variables, by ``overrides``.
 
         ``ECOM_LANDING`` and ``ECOM_LAKE`` are accepted for the two directories; policies are
         set with ``ECOM_POLICY_<EXPECTATION>=warn`` (e.g. ``ECOM_POLICY_ORDERS_STATUS_KNOWN``).
+        ``file`` holds typed values by field name (see :mod:`ecom_stream.config_file`).
         """
+        return cls(**cls.layered(env, overrides, file=file)[0])
+
+    @classmethod
+    def layered(
+        cls,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        file: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Origin]]:
+        """The constructor arguments of :meth:`from_sources` and where each came from: one
+        :class:`Origin` per field (policies one per expectation, as ``policies.NAME``) set by
+        a layer above the defaults."""
         env = os.environ if env is None else env
+        origins: dict[str, Origin] = {}
         values: dict[str, Any] = {}
+        for name, val in (file or {}).items():
+            if name != "policies":
+                values[name] = val
+                origins[name] = Origin("file")
         hints = get_type_hints(cls)
         aliases = {"landing_dir": "ECOM_LANDING", "lake_dir": "ECOM_LAKE"}
         for f in fields(cls):
@@ -188,28 +232,72 @@ class Settings:
             for var in (aliases.get(f.name), ENV_PREFIX + f.name.upper()):
                 if var and var in env:
                     values[f.name] = _coerce(f.name, hints[f.name], env[var], var)
+                    origins[f.name] = Origin("env", var)
                     break
         if env.get(ENV_PREFIX + "EXTRA_RULES", "").strip():
             values["extra_rules"] = load_rules(env[ENV_PREFIX + "EXTRA_RULES"])
-        policies = default_policies()
-        for key, val in env.items():
-            if key.startswith(ENV_PREFIX + "POLICY_"):
-                policies[key[len(ENV_PREFIX + "POLICY_") :].lower()] = val.strip().lower()
+            origins["extra_rules"] = Origin("env", ENV_PREFIX + "EXTRA_RULES")
+        policies = cls._policies(env, (file or {}).get("policies", {}), origins)
         values["policies"] = policies
         for name, val in (overrides or {}).items():
             if val is None:
                 continue
+            flag = f"--{name.replace('_', '-')}"
             if name == "policies":
                 values["policies"] = {**policies, **val}
-            elif name == "extra_rules":
+                origins.update({f"policies.{k}": Origin("flag") for k in val})
+                continue
+            if name == "extra_rules":
                 values[name] = load_rules(val) if isinstance(val, str) else tuple(val)
             else:
-                values[name] = _coerce(name, hints[name], val, f"--{name.replace('_', '-')}")
-        return cls(**values)
+                values[name] = _coerce(name, hints[name], val, flag)
+            origins[name] = Origin("flag", flag)
+        return values, origins
+
+    @staticmethod
+    def _policies(
+        env: Mapping[str, str], file: Mapping[str, str], origins: dict[str, Origin]
+    ) -> dict[str, str]:
+        """Default policies < the file's ``[policies]`` < ``ECOM_POLICY_<NAME>``."""
+        policies = default_policies()
+        for key, val in file.items():
+            policies[key] = val
+            origins[f"policies.{key}"] = Origin("file")
+        for key, val in env.items():
+            if key.startswith(ENV_PREFIX + "POLICY_"):
+                name = key[len(ENV_PREFIX + "POLICY_") :].lower()
+                policies[name] = val.strip().lower()
+                origins[f"policies.{name}"] = Origin("env", key)
+        return policies
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+_UNITS = {
+    "s": "second", "sec": "second", "second": "second",
+    "m": "minute", "min": "minute", "minute": "minute",
+    "h": "hour", "hr": "hour", "hour": "hour",
+    "d": "day", "day": "day",
+    "w": "week", "week": "week",
+}  # fmt: skip
+_DURATION = re.compile(r"^\s*(?:interval\s+)?(\d+)\s*([a-z]+)\s*$", re.IGNORECASE)
+
+
+def delta_interval(text: str) -> str:
+    """A duration (``"7 days"``, ``"30d"``, ``"12 hours"``, ``"interval 1 week"``) as a Delta
+    table-property interval (``"interval 7 days"``); a :class:`ConfigError` otherwise."""
+    match = _DURATION.match(str(text))
+    raw = match.group(2).lower() if match else ""
+    # A plural "s" is dropped, but never from a two-letter unit ("ms" is not minutes).
+    unit = _UNITS.get(raw) or (_UNITS.get(raw[:-1]) if len(raw) > 2 and raw[-1] == "s" else None)
+    if match is None or unit is None or int(match.group(1)) < 1:
+        raise ConfigError(
+            f"log retention {text!r} is not a duration: use a whole number of seconds, "
+            "minutes, hours, days or weeks, e.g. '7 days' or '30d' (ECOM_LOG_RETENTION)"
+        )
+    return f"interval {int(match.group(1))} {unit}s"
 
 
 def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:

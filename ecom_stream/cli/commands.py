@@ -168,7 +168,7 @@ def cmd_rebuild_gold(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.engine.refresh import GoldRefresher
     from ecom_stream.storage.lake import Lake
 
-    lake = Lake(settings.lake_dir)
+    lake = Lake(settings.lake_dir, log_retention=settings.log_retention_interval)
     if not lake.tables.exists():
         raise EcomStreamError(f"no lake at {lake.root}: nothing to rebuild")
     with lake.writer_lock("rebuild-gold"):
@@ -275,3 +275,57 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.tools.bench import run_bench
 
     return run_bench(args, settings)
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.cli.main import resolve_args
+    from ecom_stream.config import Origin
+
+    resolved = resolve_args(args)
+    rows = []
+    for name, value in effective_values(resolved.settings).items():
+        origin = resolved.origins.get(name, Origin("default"))
+        rows.append({"name": name, "value": value, "source": origin.source, "from": origin.detail})
+    if args.json:
+        path = str(resolved.path.absolute()) if resolved.path else None
+        _print_json({"file": path, "settings": rows})
+        return EXIT_OK
+    print(f"config file: {resolved.path.absolute() if resolved.path else 'none'}")
+    width = max(len(r["name"]) for r in rows) + 2
+    for r in rows:
+        where = f"{r['source']} {r['from']}".rstrip()
+        print(f"{r['name']:<{width}}{json.dumps(r['value'], default=str):<28} {where}")
+    return EXIT_OK
+
+
+def effective_values(settings: Settings) -> dict[str, Any]:
+    """Every setting as plain JSON values; policies one per expectation (``policies.NAME``)."""
+    from dataclasses import fields
+
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "policies":
+            out.update({f"policies.{k}": v for k, v in sorted(value.items())})
+        elif f.name == "extra_rules":
+            out[f.name] = [rule.name for rule in value]
+        elif isinstance(value, Path):
+            out[f.name] = str(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def cmd_service_unit(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.cli.main import resolve_args
+    from ecom_stream.service.unit import CONTAINERFILE, systemd_unit
+
+    if args.containerfile:
+        print(CONTAINERFILE, end="")
+        return EXIT_OK
+    workdir = Path(args.workdir) if args.workdir else None
+    config = resolve_args(args).path if args.config else None
+    print(systemd_unit(settings, workdir=workdir, user=args.user, config=config), end="")
+    return EXIT_OK

@@ -13,6 +13,7 @@ from typing import Any
 
 from ecom_stream import __version__
 from ecom_stream.config import Settings
+from ecom_stream.config_file import Resolved, resolve
 from ecom_stream.errors import EcomStreamError, UsageError
 from ecom_stream.logs import configure_logging
 
@@ -37,6 +38,12 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--lake", metavar="PATH", default=none, help="lake folder (default ./lake, env ECOM_LAKE)"
+    )
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=none,
+        help="settings file (default ./ecom-stream.toml if present, env ECOM_CONFIG)",
     )
     common.add_argument(
         "--log-json", action="store_true", default=none, help="log one JSON object per line"
@@ -76,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_lake_commands(add)
     _add_service_commands(add)
     _add_bench(add)
+    _add_config(add)
+    _add_service_unit(add)
     return parser
 
 
@@ -231,8 +240,31 @@ def _add_bench(add: _Add) -> None:
     )
 
 
+def _add_config(add: _Add) -> None:
+    """``config``: every effective setting and where it came from."""
+    p = add("config", "print every effective setting and where it came from")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_service_unit(add: _Add) -> None:
+    """``service-unit``: the example systemd unit (or container file) for the daemon."""
+    p = add("service-unit", "print a systemd unit running the daemon with these settings")
+    p.add_argument("--user", help="run the service as this user (User=)")
+    p.add_argument(
+        "--workdir", metavar="DIR", help="working directory (default: the current one)"
+    )
+    p.add_argument(
+        "--containerfile", action="store_true", help="print the example container file instead"
+    )
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Defaults < ECOM_* environment < flags."""
+    """Defaults < config file < ECOM_* environment < flags."""
+    return resolve_args(args).settings
+
+
+def resolve_args(args: argparse.Namespace) -> Resolved:
+    """The settings of ``args`` with the origin of each (see ``ecom-stream config``)."""
     overrides: dict[str, Any] = {
         "landing_dir": args.landing,
         "lake_dir": args.lake,
@@ -242,7 +274,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "dashboard_port": getattr(args, "port", None),
         "dashboard_address": getattr(args, "address", None),
     }
-    return Settings.from_sources(os.environ, overrides)
+    return resolve(overrides, os.environ, args.config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from ecom_stream.engine.quarantine import Quarantine
 from ecom_stream.engine.refresh import GoldRefresher
 from ecom_stream.engine.silver import MergeParts, Silver
 from ecom_stream.engine.state import BatchState
+from ecom_stream.logs import batch_context, outcome_context
 from ecom_stream.storage.lake import Lake
 from ecom_stream.transform import clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile, ledger_rows
@@ -53,7 +54,9 @@ class Pipeline:
         # Importing and building Great Expectations takes seconds: it runs on the side thread
         # while this one opens the lake and reads the first files (native code, GIL released).
         self._validator = self._side.submit(_build_validator, settings)
-        self.lake = Lake(settings.lake_dir, writer=True)
+        self.lake = Lake(
+            settings.lake_dir, writer=True, log_retention=settings.log_retention_interval
+        )
         self.lake.ensure_tables()
         # Partial raw or quarantine copies of an interrupted write (a full disk, a kill): this
         # process holds the writer lock, so no one else is writing them.
@@ -139,9 +142,12 @@ class Pipeline:
 
         def flush() -> None:
             nonlocal group, finals
-            done = self.commits.microbatch(group, finals, self._merge)
+            files = [*group, *finals]
+            with batch_context([f.batch_id for f in files], [f.arrival_id for f in files]):
+                done = self.commits.microbatch(group, finals, self._merge)
             for o in done:
-                logger.info("%s", o.log_line())
+                with outcome_context(o):
+                    logger.info("%s", o.log_line())
                 if on_outcome:
                     on_outcome(o)
             outcomes.extend(done)

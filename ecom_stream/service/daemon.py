@@ -34,6 +34,7 @@ from ecom_stream.errors import (
     is_transient,
     retry_delay,
 )
+from ecom_stream.logs import outcome_context
 from ecom_stream.service.signals import stop_signals
 from ecom_stream.sources.landing import (
     LANDING_CHECK_SECONDS,
@@ -278,7 +279,8 @@ class Daemon:
             self._pipeline = None
             return
         if outcome is not None:
-            logger.info("%s", outcome.log_line())
+            with outcome_context(outcome):
+                logger.info("%s", outcome.log_line())
             self._record(outcome)
 
     def _halt(self, damage: LakeDamagedError) -> None:

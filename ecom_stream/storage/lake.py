@@ -71,11 +71,13 @@ __all__ = [
 class Lake:
     """One lake: its parts (callers use them directly), table set-up and the writer lock."""
 
-    def __init__(self, root: Path, *, writer: bool = False) -> None:
+    def __init__(
+        self, root: Path, *, writer: bool = False, log_retention: str | None = None
+    ) -> None:
         self.layout = Layout(root)
         self.root = self.layout.root
         self.writer = writer
-        self.tables = Tables(self.layout, writer=writer)
+        self.tables = Tables(self.layout, writer=writer, log_retention=log_retention)
         self.blobs = Blobs(self.layout)
         self.markers = Markers(self.layout)
         self.queries = Queries(self.tables)

@@ -41,8 +41,11 @@ LEGACY_ARRIVAL_TXN = "ecom-stream:arrival:{arrival}"
 # commits (files older than the last expired checkpoint are deleted on commit), so a folder
 # holds a few dozen. Only gold's refresh reads commit history: right after the silver commits,
 # at writer start-up and after compaction, which deletes no commit files (Maintenance.compact).
+# The retention is a setting (Settings.log_retention, ECOM_LOG_RETENTION): a longer one keeps
+# the history for audit (DESCRIBE HISTORY, time travel) at that cost (README, Table history).
 LOG_RETENTION = "interval 10 seconds"
-_ANY = {"delta.logRetentionDuration": LOG_RETENTION, "delta.checkpointInterval": "10"}
+LOG_RETENTION_KEY = "delta.logRetentionDuration"
+_ANY = {LOG_RETENTION_KEY: LOG_RETENTION, "delta.checkpointInterval": "10"}
 _BOOKKEEPING = {**_ANY, "delta.setTransactionRetentionDuration": ARRIVAL_TXN_RETENTION}
 
 TABLES: dict[str, TableSpec] = {
@@ -89,6 +92,21 @@ TABLES: dict[str, TableSpec] = {
         "gold/revenue_anomalies", S.ANOMALIES_SCHEMA, configuration=_ANY
     ),
 }
+
+
+def table_configuration(
+    spec: TableSpec, log_retention: str | None, current: Mapping[str, str]
+) -> dict[str, str]:
+    """The table properties a table should have: ``spec``'s, with ``log_retention`` (a Delta
+    interval); None keeps the ``current`` one (``spec``'s for a new table)."""
+    config = dict(spec.configuration or {})
+    if log_retention is not None:
+        config[LOG_RETENTION_KEY] = log_retention
+    elif LOG_RETENTION_KEY in current:
+        config[LOG_RETENTION_KEY] = current[LOG_RETENTION_KEY]
+    return config
+
+
 SILVER = {"products": "silver_products", "orders": "silver_orders"}
 BRONZE = {"products": "bronze_products", "orders": "bronze_orders"}
 GOLD_WATERMARK_APP = "ecom-stream:gold:{table}"

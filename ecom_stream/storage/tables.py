@@ -26,7 +26,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from ecom_stream.contract import schema as S
 from ecom_stream.errors import LakeCommitError, LakeDamagedError, LakeError
 from ecom_stream.storage.faults import damaged, file_cause, log_cause, short
-from ecom_stream.storage.layout import TABLES, Layout, TableSpec
+from ecom_stream.storage.layout import TABLES, Layout, TableSpec, table_configuration
 from ecom_stream.storage.predicates import months_literal
 
 __all__ = ["Tables"]
@@ -34,16 +34,16 @@ __all__ = ["Tables"]
 logger = logging.getLogger(__name__)
 
 
-def _upgraded(dt: DeltaTable, spec: TableSpec) -> DeltaTable:
+def _upgraded(dt: DeltaTable, spec: TableSpec, configuration: Mapping[str, str]) -> DeltaTable:
     """Bring a table written by an older ecom-stream up to ``spec``: add the (nullable) columns
-    and set the table properties it declares."""
+    and set the table properties ``configuration`` declares."""
     have = set(dt.schema().to_arrow().names)
     missing = [f for f in spec.schema if f.name not in have]
     if missing:
         dt.alter.add_columns([Field.from_arrow(f.with_nullable(True)) for f in missing])
         logger.info("%s: added columns %s", dt.table_uri, [f.name for f in missing])
     current = dt.metadata().configuration
-    changed = {k: v for k, v in (spec.configuration or {}).items() if current.get(k) != v}
+    changed = {k: v for k, v in configuration.items() if current.get(k) != v}
     if changed:
         dt.alter.set_table_properties(changed, raise_if_not_exists=False)
         logger.info("%s: set table properties %s", dt.table_uri, changed)
@@ -68,8 +68,14 @@ def _commit(txns: Iterable[str], metadata: Mapping[str, str] | None) -> CommitPr
 class Tables:
     """The Delta tables of one lake, through cached handles."""
 
-    def __init__(self, layout: Layout, *, writer: bool = False) -> None:
+    def __init__(
+        self, layout: Layout, *, writer: bool = False, log_retention: str | None = None
+    ) -> None:
         self.layout = layout
+        # A Delta interval ("interval 7 days", Settings.log_retention_interval) set on every
+        # table; None keeps what each table has (LOG_RETENTION for a new one), so that a
+        # command without the setting never undoes the daemon's.
+        self.log_retention = log_retention
         self.handles: dict[str, DeltaTable] = {}
         # The single writer keeps its handles current through its own commits, so it skips
         # re-reading the log before every use (dozens of times per batch otherwise).
@@ -98,18 +104,24 @@ class Tables:
             path = self.layout.path(name)
             try:
                 if name in self.handles:
-                    self.handles[name] = _upgraded(self.handles[name], spec)
+                    current = self.handles[name].metadata().configuration
+                    self.handles[name] = _upgraded(
+                        self.handles[name], spec, self._configuration(spec, current)
+                    )
                 else:
                     path.mkdir(parents=True, exist_ok=True)
                     self.handles[name] = DeltaTable.create(
                         str(path),
                         spec.schema,
                         partition_by=list(spec.partition_by) or None,
-                        configuration=dict(spec.configuration or {}) or None,
+                        configuration=self._configuration(spec, {}) or None,
                         mode="ignore",
                     )
             except (DeltaError, OSError) as exc:
                 raise LakeError(f"cannot open or create table {path}: {exc}") from exc
+
+    def _configuration(self, spec: TableSpec, current: Mapping[str, str]) -> dict[str, str]:
+        return table_configuration(spec, self.log_retention, current)
 
     def exists(self) -> bool:
         return self.is_table("ledger")
