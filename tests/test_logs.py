@@ -97,3 +97,28 @@ def test_every_line_of_a_batch_carries_its_ids(
         assert len(line["arrivals"]) == len(line["batches"])
         if len(line["batches"]) == 1:
             assert line["batch"] == line["batches"][0]
+
+
+def test_lines_of_the_threads_beside_a_batch_carry_its_ids(
+    tmp_path: Path, json_logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from ecom_stream.api import process_files
+    from ecom_stream.storage.tables import Tables
+    from ecom_stream.tools.generate import GenerateOptions, generate
+
+    files = generate(GenerateOptions(out=tmp_path / "in", batches=1, orders_per_batch=5,
+                                     products=5, seed=6))  # fmt: skip
+    merge_lines = Tables.merge_lines
+
+    def probed(self: Tables, *args: object, **kwargs: object) -> object:
+        thread = threading.current_thread().name
+        logging.getLogger("ecom_stream.probe").warning("beside: %s", thread)
+        return merge_lines(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tables, "merge_lines", probed)
+    process_files(tmp_path / "lake", files)
+    probes = [line for line in json_logs.lines() if line["logger"] == "ecom_stream.probe"]
+    assert probes and all("MainThread" not in line["message"] for line in probes)
+    assert all(line.get("batch") and line.get("arrival") for line in probes), probes

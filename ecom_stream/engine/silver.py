@@ -4,6 +4,7 @@ rejected, which rows win over silver (and their domain warnings), and the silver
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -93,7 +94,8 @@ class Silver:
         # restart). The retry of the files then merges as usual.
         refresh.lines_merge_starting(self.lake, winners["order_id"].to_numpy())
         lines_done = self._side.submit(
-            self.lake.tables.merge_lines, lines, deletes, dates=dates, metadata=meta
+            contextvars.copy_context().run,
+            self.lake.tables.merge_lines, lines, deletes, dates=dates, metadata=meta,
         )
         try:
             self.lake.tables.merge_upsert(
