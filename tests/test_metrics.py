@@ -207,3 +207,18 @@ def test_a_taken_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             daemon.watch.start()
         daemon.watch.stop()
+
+
+def test_metrics_and_alert_settings_from_the_environment() -> None:
+    from ecom_stream.errors import ConfigError
+
+    s = Settings.from_sources({"ECOM_METRICS_PORT": "9108", "ECOM_ALERT_URL": "http://h/x"})
+    assert (s.metrics_port, s.metrics_host, s.alert_url) == (9108, "127.0.0.1", "http://h/x")
+    assert Settings.from_sources({"ECOM_METRICS_PORT": "off"}).metrics_port is None
+    assert Settings.from_sources({}).metrics_port is None  # off unless asked
+    with pytest.raises(ConfigError, match="ECOM_METRICS_PORT='x': not a valid value"):
+        Settings.from_sources({"ECOM_METRICS_PORT": "x"})
+    with pytest.raises(ConfigError, match=r"out of range: use 0 to 65535 \(--metrics-port"):
+        Settings.from_sources({"ECOM_METRICS_PORT": "70000"})
+    with pytest.raises(ConfigError, match="is not an http"):
+        Settings.from_sources({}, {"alert_url": "ftp://h"})
