@@ -131,6 +131,27 @@ def test_a_hanging_webhook_never_blocks_or_fails_a_batch(
     assert hook.requests >= 1 and hook.received == []  # the first POST still hangs
 
 
+def test_the_daemons_watchdog_alerts_on_a_stale_heartbeat(
+    tmp_path: Path, start_daemon: Started, webhook: Callable[..., Webhook],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_metrics import get
+
+    # The supervisor stops beating (as if stuck): only the start's heartbeat is ever written.
+    monkeypatch.setattr("ecom_stream.service.daemon.HEARTBEAT_SECONDS", 3600.0)
+    hook = webhook()
+    (tmp_path / "landing").mkdir()
+    settings = Settings(landing_dir=tmp_path / "landing", lake_dir=tmp_path / "lake",
+                        quiet_seconds=QUIET, heartbeat_stale_seconds=0.5, alert_url=hook.url,
+                        metrics_port=0)  # fmt: skip
+    daemon = start_daemon(settings, FakePipeline().factory)
+    alert = wait_until(lambda: hook.events("stale") or None, 30, "the stale alert")[0]
+    assert alert["age_seconds"] >= 0.5 and "stale after 0.5 s" in alert["summary"]
+    status, body = get(daemon, "/ready")
+    assert status == 503 and json.loads(body)["reason"] == "the heartbeat is stale or missing"
+    assert len(hook.events("stale")) == 1  # once, however long it stays stale
+
+
 def test_a_webhook_that_is_down_is_retried_then_dropped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
