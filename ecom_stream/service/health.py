@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -35,6 +36,10 @@ class _Server(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6  # an IPv6 --metrics-host such as "::1"
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - %s", self.address_string(), format % args)
@@ -50,7 +55,8 @@ class HealthServer:
         self._readiness = readiness
         try:
             self._server = make_server(
-                host, port, self._app, server_class=_Server, handler_class=_QuietHandler
+                host, port, self._app, server_class=_Server6 if ":" in host else _Server,
+                handler_class=_QuietHandler,
             )
         except OSError as exc:
             raise ConfigError(
@@ -69,8 +75,8 @@ class HealthServer:
 
     @property
     def url(self) -> str:
-        host = self._server.server_address[0]
-        return f"http://{host}:{self.port}"
+        host = str(self._server.server_address[0])
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def start(self) -> None:
         self._thread.start()
