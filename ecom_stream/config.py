@@ -129,8 +129,23 @@ class Settings:
         """``log_retention`` as Delta writes it (``"interval 7 days"``)."""
         return delta_interval(self.log_retention)
 
+    # -- metrics, health endpoints and alerts of the daemon (issue 18) -----------------------
+    metrics_port: int | None = None
+    """Port of the daemon's /metrics, /healthz and /ready (None: off; 0: any free port)."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics and health endpoints bind to (localhost only by default)."""
+    alert_url: str = ""
+    """Webhook the daemon POSTs JSON alerts to (empty: no alerts)."""
+    alert_retries: int = 3
+    """A failed alert POST is retried this many times, with jittered backoff, then dropped."""
+    alert_timeout_seconds: float = 5.0
+    """Timeout of one alert POST."""
+    alert_gate_repeats: int = 3
+    """Alert when this many files in a row of one entity are quarantined by the same rule."""
+
     def __post_init__(self) -> None:
         self._check_ranges()
+        self._check_observability()
         delta_interval(self.log_retention)  # ops: refuse a bad ECOM_LOG_RETENTION early
         object.__setattr__(self, "extra_rules", check_extra_rules(self.extra_rules))
         for name, policy in self.policies.items():
@@ -189,6 +204,23 @@ class Settings:
         for name in ("rescan_seconds", "dashboard_refresh_seconds", "heartbeat_stale_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be more than 0 (ECOM_{name.upper()})")
+
+    def _check_observability(self) -> None:
+        """Refuse metrics and alert settings the daemon could not use."""
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(
+                f"port {self.metrics_port} is out of range: use 0 to 65535 "
+                "(--metrics-port or ECOM_METRICS_PORT)"
+            )
+        if self.alert_url and not self.alert_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"alert URL {self.alert_url!r} is not an http(s) URL "
+                "(--alert-url or ECOM_ALERT_URL)"
+            )
+        if self.alert_retries < 0 or self.alert_gate_repeats < 1:
+            raise ConfigError("need alert_retries >= 0 and alert_gate_repeats >= 1")
+        if not self.alert_timeout_seconds > 0:
+            raise ConfigError("alert_timeout_seconds must be more than 0")
 
     @classmethod
     def from_sources(
@@ -315,6 +347,8 @@ def _coerce(name: str, hint: Any, raw: Any, source: str) -> Any:
             raise ValueError(text)
         if hint is int:
             return int(text)
+        if hint == int | None:  # an optional number: empty, "off" or "none" is None
+            return None if text.lower() in ("", "off", "none") else int(text)
         if hint is float:
             return float(text)
         if hint == tuple[str, ...]:

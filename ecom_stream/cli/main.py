@@ -182,6 +182,7 @@ def _add_service_commands(add: _Add) -> None:
         action="store_true",
         help="create the landing folder if it is missing (also if it disappears later)",
     )
+    _add_watch_observability(p)
 
     p = add("dashboard", "serve the Streamlit dashboard")
     p.add_argument("--port", type=int, help="port (default 8501)")
@@ -205,6 +206,18 @@ def _add_service_commands(add: _Add) -> None:
     p = add("maintain", "compact small files, checkpoint and vacuum old files")
     p.add_argument("--retention-hours", type=int, help="vacuum files older than this (default 168)")
     p.add_argument("--dry-run", action="store_true", help="only show what vacuum would delete")
+
+
+def _add_watch_observability(p: argparse.ArgumentParser) -> None:
+    """``watch``'s metrics, health endpoints and alerts (issue 18)."""
+    p.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve /metrics, /healthz and /ready on this port (default: off; 0: any free port)",
+    )  # fmt: skip
+    p.add_argument("--metrics-host", metavar="ADDRESS",
+                   help="address of the metrics port (default 127.0.0.1)")
+    p.add_argument("--alert-url", metavar="URL",
+                   help="POST JSON alerts to this webhook (default: no alerts)")
 
 
 def _add_bench(add: _Add) -> None:
@@ -273,6 +286,9 @@ def resolve_args(args: argparse.Namespace) -> Resolved:
         "polling": getattr(args, "polling", None),
         "dashboard_port": getattr(args, "port", None),
         "dashboard_address": getattr(args, "address", None),
+        "metrics_port": getattr(args, "metrics_port", None),
+        "metrics_host": getattr(args, "metrics_host", None),
+        "alert_url": getattr(args, "alert_url", None),
     }
     return resolve(overrides, os.environ, args.config)
 

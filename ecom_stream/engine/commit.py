@@ -4,6 +4,7 @@ double, the ledger row last, one filesystem sync, and only then the sources leav
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class Commits:
         self, outcomes: list[FileOutcome], arrivals: list[str], files: int
     ) -> list[FileOutcome]:
         """Quarantine records, the ledger rows (last commit), the sync, then landing."""
+        started = time.perf_counter()
         quarantined = [o for o in outcomes if o.outcome == "quarantined"]
         if quarantined:
             rows = bookkeeping.quarantine_rows(quarantined)
@@ -77,7 +79,9 @@ class Commits:
         # any source file leaves landing (one call instead of one fsync per file).
         self.lake.sync()
         self.lake.integrity.note_versions()  # after the sync: never ahead of a durable commit
+        commit_ms = (time.perf_counter() - started) * 1000  # for metrics (not in the ledger)
         for o in outcomes:
+            o.timings["commit_ms"] = commit_ms
             self.state.note(o)
             if o.source is not None:
                 self.remove_source(o.source, o.batch_id, o.arrival_id)

@@ -22,7 +22,7 @@ import pyarrow as pa
 from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
 from ecom_stream.engine.quarantine import failed_checks
-from ecom_stream.engine.silver import MergeParts, reject_reasons
+from ecom_stream.engine.silver import MergeParts, failed_rules, reject_reasons
 from ecom_stream.storage.lake import BRONZE
 from ecom_stream.transform import bookkeeping, clean
 from ecom_stream.transform.bookkeeping import FileOutcome, ParsedFile
@@ -231,6 +231,7 @@ def _outcomes(group: list[ParsedFile], raw: pd.DataFrame, verdict: _Verdict) -> 
         )
         rows = verdict.file_idx == i
         o.rows_rescued = int(raw.loc[rows, "_rescued"].notna().sum())
+        o.failed_rules = failed_rules(verdict.reports[i], verdict.reason[rows])
         if i in verdict.bad_files:
             o.outcome = "quarantined"
             o.reason = "; ".join(verdict.reports[i].quarantine_reasons)

@@ -29,7 +29,7 @@ from ecom_stream.contract import schema as S
 from ecom_stream.engine import refresh
 from ecom_stream.engine.memory import release_memory
 from ecom_stream.engine.quarantine import failed_checks
-from ecom_stream.engine.silver import MergeParts, reject_reasons
+from ecom_stream.engine.silver import MergeParts, failed_rules, reject_reasons
 from ecom_stream.errors import BatchReadError
 from ecom_stream.sources.landed import LandedFileChanged, LargeFile
 from ecom_stream.storage.lake import BRONZE
@@ -120,6 +120,7 @@ class PieceMerge:
         p.settle_gc()
         report = checks.report()
         outcome.rows_in, outcome.rows_rescued = scan.total, scan.rescued
+        outcome.failed_rules = failed_rules(report, np.concatenate([w for _, w in scan.rejections]))
         t1 = time.perf_counter()
         warnings: list[list[Any]] = []
         gold_ms = 0.0

@@ -22,6 +22,7 @@ from ecom_stream.engine.commit import Commits
 from ecom_stream.engine.intake import Intake, arrival_id_of
 from ecom_stream.engine.memory import LongLived, cyclic_gc_paused, use_system_allocator
 from ecom_stream.engine.microbatch import MicroBatch
+from ecom_stream.engine.observer import Observer
 from ecom_stream.engine.pieces import PieceMerge
 from ecom_stream.engine.quarantine import Quarantine
 from ecom_stream.engine.refresh import GoldRefresher
@@ -46,9 +47,11 @@ class Pipeline:
         *,
         keep_source: bool = False,
         received_at: Callable[[Path], datetime | None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         use_system_allocator()
         self.settings = settings
+        self.observer = observer or Observer()
         self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecom-side")
         self._bronze = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecom-bronze")
         # Importing and building Great Expectations takes seconds: it runs on the side thread
@@ -61,7 +64,7 @@ class Pipeline:
         # Partial raw or quarantine copies of an interrupted write (a full disk, a kill): this
         # process holds the writer lock, so no one else is writing them.
         self.lake.blobs.remove_stale_temp_files()
-        self.gold = GoldRefresher(self.lake, settings)
+        self.gold = GoldRefresher(self.lake, settings, self.observer)
         self.state = BatchState(self.lake)
         self.commits = Commits(self.lake, self.state, keep_source=keep_source)
         self.quarantine = Quarantine(settings, self.lake, self.state, self.commits)
@@ -150,6 +153,7 @@ class Pipeline:
                     logger.info("%s", o.log_line())
                 if on_outcome:
                     on_outcome(o)
+            self.observer.microbatch(done)
             outcomes.extend(done)
             group, finals = [], []
 
@@ -186,7 +190,9 @@ class Pipeline:
         outcome = self.quarantine.outright(path, reason)
         if outcome is None:
             return None
-        return self.commits.microbatch([], [outcome], self._merge)[0]
+        done = self.commits.microbatch([], [outcome], self._merge)
+        self.observer.microbatch(done)
+        return done[0]
 
     # -- stage 2: one micro-batch ---------------------------------------------------------
     def _merge(self, group: list[ParsedFile]) -> list[FileOutcome]:

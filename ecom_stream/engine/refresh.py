@@ -22,6 +22,7 @@ import pyarrow.dataset as pads
 
 from ecom_stream.config import Settings
 from ecom_stream.contract import schema as S
+from ecom_stream.engine.observer import Anomaly, Observer
 from ecom_stream.storage.lake import TABLES, Lake, key_ranges, ranges_predicate
 from ecom_stream.transform import clean, gold
 
@@ -118,9 +119,12 @@ def affected_dates_for_orders(
 class GoldRefresher:
     """Keeps ``gold/daily_revenue`` and ``gold/revenue_anomalies`` equal to a full recompute."""
 
-    def __init__(self, lake: Lake, settings: Settings) -> None:
+    def __init__(self, lake: Lake, settings: Settings, observer: Observer | None = None) -> None:
         self.lake = lake
         self.settings = settings
+        self.observer = observer or Observer()
+        # The anomalies gold flags, kept only for an observer that watches them.
+        self._flagged: set[Anomaly] | None = None
         self._products: tuple[int, pd.DataFrame] | None = None
         # gold/daily_revenue as last written by this process, sorted: (version, frame). Only
         # the single writer refreshes gold, so its own last write is the table's content.
@@ -152,6 +156,7 @@ class GoldRefresher:
                 self._update(dates, current)
         except BaseException:
             self._daily = None  # a write may have landed despite the error: re-read next time
+            self._flagged = None
             raise
         return (time.perf_counter() - started) * 1000
 
@@ -209,7 +214,12 @@ class GoldRefresher:
         predicate = f"(order_date >= '{span.start}' AND order_date <= '{span.delete_until}')"
         if vanished:
             predicate += " OR category IN ({})".format(", ".join(_sql_str(c) for c in vanished))
+        known = self._known_anomalies()
         self.lake.tables.replace_where("revenue_anomalies", scores, predicate, txns=txns)
+        if known is not None:
+            lo, hi = str(span.start), str(span.delete_until)
+            kept = {a for a in known if not (lo <= a[0] <= hi or a[1] in vanished)}
+            self._note_anomalies(known, kept | _flagged(scores))
 
     def daily(self) -> pd.DataFrame:
         """gold/daily_revenue sorted by (order_date, category); cached across batches."""
@@ -243,9 +253,38 @@ class GoldRefresher:
         daily = gold.daily_revenue(orders, lines, self.products(), self.settings.excluded_statuses)
         self.lake.tables.replace_where("daily_revenue", daily, "true")
         scores = self._anomalies(daily, None, None)
+        known = self._known_anomalies()
         self.lake.tables.replace_where(
             "revenue_anomalies", scores, "true", txns=self.lake.queries.watermark_txns(current)
         )
+        if known is not None:
+            self._note_anomalies(known, _flagged(scores))
+
+    def _known_anomalies(self) -> set[Anomaly] | None:
+        """What gold flags now (None: no observer watches): read once, then kept."""
+        if not self.observer.watches_anomalies:
+            return None
+        if self._flagged is None:
+            if self.lake.tables.is_created("revenue_anomalies"):
+                self._flagged = _flagged(self.lake.tables.read_pandas("revenue_anomalies"))
+            else:
+                self._flagged = set()
+        return self._flagged
+
+    def _note_anomalies(self, before: set[Anomaly], after: set[Anomaly]) -> None:
+        self._flagged = after
+        new = sorted(after - before)
+        if new:
+            self.observer.new_anomalies(new)
+
+
+def _flagged(scores: pd.DataFrame) -> set[Anomaly]:
+    """The (day, category) pairs a frame of anomaly scores flags."""
+    if scores.empty:
+        return set()
+    hit = scores[scores["is_anomaly"].fillna(False).astype(bool)]
+    days = pd.to_datetime(hit["order_date"]).dt.strftime("%Y-%m-%d")
+    return set(zip(days, hit["category"].astype(str), strict=True))
 
 
 def _empty(table: str) -> pd.DataFrame:

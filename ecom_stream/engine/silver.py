@@ -23,7 +23,7 @@ from ecom_stream.engine.winners import file_steps, file_warnings
 from ecom_stream.storage.lake import SILVER, Lake, months_literal
 from ecom_stream.transform import clean
 
-__all__ = ["MergeParts", "Silver", "reject_reasons"]
+__all__ = ["MergeParts", "Silver", "failed_rules", "reject_reasons"]
 
 
 def reject_reasons(
@@ -38,6 +38,14 @@ def reject_reasons(
         if settings.policies.get(name) != "warn":
             reason[(reason == None) & mask] = name  # noqa: E711
     return reason
+
+
+def failed_rules(report: Any, reasons: np.ndarray) -> list[str]:
+    """The expectations and row rules a file failed, whatever their policy: its report's
+    failed checks and its rows' reject reasons (``reasons``, None: accepted)."""
+    names = {c.expectation for c in report.checks if not c.success}
+    names.update(r for r in reasons.tolist() if r is not None)
+    return sorted(names)
 
 
 class Silver:

@@ -2,11 +2,9 @@
 
 Threads:
 
-* the source (:class:`~ecom_stream.sources.landing.LandingSource`) watches the landing folder
-  and says which files are ready;
-* one worker thread takes the files that are ready and hands them to ONE ``Pipeline.process``
-  call (the pipeline groups them into one merge per table per micro-batch), retries failures
-  and compacts now and then;
+* the source (``sources.landing.LandingSource``) watches landing, says which files are ready;
+* one worker thread hands the ready files to ONE ``Pipeline.process`` call (one merge per
+  table per micro-batch), retries failures and compacts now and then;
 * the calling (main) thread supervises: heartbeats, following the landing folder, signals.
 
 Nothing that matters is kept only in memory: the pipeline records every file in the lake's
@@ -35,6 +33,7 @@ from ecom_stream.errors import (
     retry_delay,
 )
 from ecom_stream.logs import outcome_context
+from ecom_stream.service.observe import DaemonWatch
 from ecom_stream.service.signals import stop_signals
 from ecom_stream.sources.landing import (
     LANDING_CHECK_SECONDS,
@@ -75,11 +74,9 @@ class Daemon:
         create_landing: bool = False,
     ) -> None:
         self.settings = settings
-        self.source = LandingSource(
-            settings.landing_dir, quiet_seconds=settings.quiet_seconds,
-            rescan_seconds=settings.rescan_seconds, polling=settings.polling,
-            create=create_landing,
-        )  # fmt: skip
+        self.source = LandingSource(settings.landing_dir, quiet_seconds=settings.quiet_seconds,
+                                    rescan_seconds=settings.rescan_seconds,
+                                    polling=settings.polling, create=create_landing)
         self.landing = self.source.landing
         self.lake = Lake(settings.lake_dir)
         self.stop_event = stop_event or threading.Event()
@@ -98,6 +95,7 @@ class Daemon:
         self.signal_received: int | None = None
         self.aborted = False
         self.damage: LakeDamagedError | None = None
+        self.watch = DaemonWatch(self)  # metrics, health endpoints, alerts (when configured)
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -119,12 +117,11 @@ class Daemon:
     def run(self, ready_callback: Callable[[], None] | None = None) -> int:
         """Watch until stopped; returns the exit code (0)."""
         try:
+            self.watch.start()
             self.source.start()
-            logger.info(
-                "watching %s (%s) for lake %s: %d file(s) waiting",
-                self.landing, "polling" if self.settings.polling else "native events",
-                self.lake.layout.root, self.source.pending_count(),
-            )
+            logger.info("watching %s (%s) for lake %s: %d file(s) waiting", self.landing,
+                        "polling" if self.settings.polling else "native events",
+                        self.lake.layout.root, self.source.pending_count())
             self._start_worker()
             self.write_heartbeat()
             if ready_callback:
@@ -138,6 +135,7 @@ class Daemon:
             if self._worker is not None and not self.aborted:
                 self._worker.join()  # it finishes the micro-batch in hand
             self.source.stop()
+            self.watch.stop()
         self.write_heartbeat(stopped=True)
         # Counted in the folder: files taken for a micro-batch or a retry are no longer
         # pending in the source but may still be waiting in landing.
@@ -175,7 +173,11 @@ class Daemon:
         worker = self._worker
         if worker is not None and not worker.is_alive() and not self.stop_event.is_set():
             logger.error("the worker thread died; restarting it")
+            self.watch.worker_restarted()
             self._start_worker()
+
+    def worker_alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
 
     def _work(self) -> None:
         # Let the startup backlog pass its quiet check before anything newer: it goes first.
@@ -255,6 +257,7 @@ class Daemon:
             delay = retry_delay(self.settings.retry_backoff_seconds, attempt)
             if self.stop_event.wait(delay):
                 return
+            self.watch.retried()
             retry_error = self._attempt([path])
             if retry_error is None:
                 return
@@ -303,7 +306,7 @@ class Daemon:
     def _default_pipeline(self) -> Pipeline:
         from ecom_stream.engine.pipeline import Pipeline
 
-        pipeline = Pipeline(self.settings, received_at=self._received_at)
+        pipeline = Pipeline(self.settings, received_at=self._received_at, observer=self.watch)
         pipeline.warm_up()  # GX start-up now, not on the first file that lands
         return pipeline
 
@@ -330,14 +333,13 @@ class Daemon:
         with self._state_lock:
             self._processed += 1
             self._in_hand = max(0, self._in_hand - 1)
-            self._last_batch = {
-                "file": outcome.name,
-                "outcome": outcome.outcome,
-                "latency_ms": round((now - outcome.received_at).total_seconds() * 1000, 1),
-                "at": now.timestamp(),
-            }
+            latency_ms = round((now - outcome.received_at).total_seconds() * 1000, 1)
+            self._last_batch = {"file": outcome.name, "outcome": outcome.outcome,
+                                "latency_ms": latency_ms, "at": now.timestamp()}
+        self.watch.outcome(outcome)
 
     def _note_error(self, exc: BaseException) -> None:
+        self.watch.error(exc)
         with self._state_lock:
             at = datetime.now(UTC).isoformat(timespec="seconds")
             self._last_error = f"{at} {type(exc).__name__}: {exc}"

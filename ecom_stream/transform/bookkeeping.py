@@ -54,6 +54,8 @@ class FileOutcome:
     gold_committed_at: datetime | None = None
     quarantined_as: str | None = None
     source: Path | None = None
+    failed_rules: list[str] = field(default_factory=list)
+    """The expectations and row rules the file failed, whatever their policy (for metrics)."""
 
     def log_line(self) -> str:
         t = self.timings
