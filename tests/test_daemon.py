@@ -598,7 +598,9 @@ def test_a_second_signal_aborts_mid_batch_and_a_restart_loses_nothing(
     daemon.wait_ready()
     for f in files:
         f.rename(landing / f.name)
-    wait_until(lambda: ledger_commits(lake) > 0, 90, "the first commit")
+    # A micro-batch recorded and files still waiting: the next micro-batch is under way (the
+    # ledger's first commit is its creation, before any file: a signal then stops at once).
+    wait_until(lambda: 0 < len(read_ledger(lake)) < len(files), 90, "the first micro-batch")
     # Two different signals (two SIGTERMs could coalesce into one pending signal).
     daemon.proc.send_signal(signal.SIGTERM)
     time.sleep(0.05)
