@@ -275,3 +275,39 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from ecom_stream.tools.bench import run_bench
 
     return run_bench(args, settings)
+
+
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.service.pull import run_pull
+    from ecom_stream.storage.folders import check_lake_to_write, landing_folder
+
+    if not settings.pull_url:
+        raise UsageError("give the API's base URL with --url (or ECOM_PULL_URL)")
+    landing_folder(settings.landing_dir, create=args.create)
+    check_lake_to_write(settings.lake_dir)
+    return run_pull(settings, None, once=args.once)
+
+
+def cmd_serve_api(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from ecom_stream.service.signals import stop_signals
+    from ecom_stream.tools.generate import GenerateOptions
+    from ecom_stream.tools.serve_api import SimulatedApi, serving
+
+    options = GenerateOptions(
+        out=settings.landing_dir,
+        batches=args.batches,
+        orders_per_batch=args.orders_per_batch,
+        products=args.products,
+        seed=args.seed,
+    )
+    api = SimulatedApi(options)
+    token = settings.pull_token or None
+    with stop_signals() as signals, serving(
+        api, args.api_port, token=token, interval=args.interval
+    ) as url:
+        print(f"serving the simulated source at {url} (Ctrl-C stops)", flush=True)
+        while not signals.received:
+            time.sleep(0.2)
+    return EXIT_OK
