@@ -8,19 +8,27 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import REPO, assert_same_tables, run_cli, snapshot
 
+from ecom_stream.cli.main import main
 from ecom_stream.config import Settings
 from ecom_stream.engine.backfill import run_backfill
 from ecom_stream.service.pull import pull_once
 from ecom_stream.sources.pager import source_id
-from ecom_stream.sources.rest import ApiContract
+from ecom_stream.sources.rest import ApiContract, PullError
 from ecom_stream.storage.cursors import Cursors
 from ecom_stream.storage.lake import Lake
 from ecom_stream.tools.generate import GenerateOptions, generate
@@ -119,3 +127,153 @@ def test_serve_api_and_pull_once_from_the_command_line(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0
+
+
+class FaultServer:
+    """The simulated source behind scripted faults: ``faults[endpoint][i]`` applies to the
+    endpoint's i-th request ("ok", "500", "429", "slow", "truncated", "cut", "html503",
+    "overlap": the page plus the previous page's last records again; "down": 500 forever)."""
+
+    def __init__(self, api: SimulatedApi, faults: dict[str, list[str]]) -> None:
+        self.api, self.faults = api, faults
+        self.requests: dict[str, list[dict[str, str]]] = {"products": [], "orders": []}
+        self.last: dict[str, list[Any]] = {"products": [], "orders": []}
+
+    def fault(self, endpoint: str, query: dict[str, str]) -> str:
+        seen = self.requests[endpoint]
+        seen.append(query)
+        script = self.faults.get(endpoint, [])
+        if "down" in script and len(seen) > script.index("down"):
+            return "500"
+        return script[len(seen) - 1] if len(seen) <= len(script) else "ok"
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                endpoint = url.path.strip("/")
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                fault = server.fault(endpoint, query)
+                if fault in ("500", "429", "html503"):
+                    status = {"500": 500, "429": 429, "html503": 503}[fault]
+                    body = b"<html><body>Service Unavailable</body></html>"
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/html")
+                    if fault == "429":
+                        self.send_header("Retry-After", "7")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if fault == "slow":
+                    time.sleep(1.5)
+                page = server.api.page(
+                    endpoint, query.get("updated_since"), int(query["limit"]), query.get("cursor")
+                )
+                if fault == "overlap":
+                    page = {**page, "data": server.last[endpoint][-25:] + page["data"]}
+                server.last[endpoint] = page["data"]
+                data = json.dumps(page).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if fault != "cut":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if fault in ("truncated", "cut"):
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@contextmanager
+def fault_server(
+    api: SimulatedApi, faults: dict[str, list[str]]
+) -> Iterator[tuple[str, FaultServer]]:
+    script = FaultServer(api, faults)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), script.handler())
+    server.daemon_threads = True
+    server.handle_error = lambda request, address: None  # a client gone after a slow page
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FAULTY = ["500", "ok", "429", "overlap", "slow", "ok", "truncated", "cut", "html503", "overlap"]
+
+
+def test_faults_are_retried_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
+    api = SimulatedApi(GenerateOptions(out=tmp_path, **OPTIONS))
+    settings = _settings(tmp_path, "api", pull_page_size=100, pull_timeout_seconds=0.5)
+    waits: list[float] = []
+    with fault_server(api, {"orders": FAULTY}) as (url, _script):
+        lake = Lake(settings.lake_dir)
+        lake.ensure_tables()
+        contract = ApiContract.from_settings(settings, url)
+        _products, orders = pull_once(settings, contract, lake, sleep=waits.append)
+    assert 7.0 in waits  # the 429's Retry-After, honoured
+    assert len(waits) == 6  # 500, 429, slow, truncated, cut, html503: one retry each
+    assert orders.outcome == "ok" and len(orders.files) == orders.pages
+    assert orders.records_landed == orders.reported_total + 50  # two overlapping pages
+    assert len(orders.keys) == orders.reported_total  # ... but no record is missing
+    for name in orders.files:  # every landed file is whole JSON
+        json.loads((settings.landing_dir / name).read_text())
+    run_backfill(settings, progress=False)
+    assert_same_tables(snapshot(settings.lake_dir), snapshot(_files_lake(tmp_path)))
+
+
+def test_a_page_that_keeps_failing_stops_the_pull_with_its_cursor_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = SimulatedApi(GenerateOptions(out=tmp_path, **OPTIONS))
+    settings = _settings(tmp_path, "api")
+    with fault_server(api, {"orders": ["ok", "ok", "down"]}) as (url, script):
+        env = {"ECOM_PULL_RETRIES": "2", "ECOM_PULL_BACKOFF_SECONDS": "0.01"}
+        argv = ["--landing", str(settings.landing_dir), "--lake", str(settings.lake_dir),
+                "pull", "--url", url, "--once", "--page-size", "100"]  # fmt: skip
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, v)
+            code = main(argv)
+        failing = script.requests["orders"][2]
+        err = [line for line in capsys.readouterr().err.splitlines() if "WARNING" not in line]
+        assert code == 1
+        assert len(err) == 1 and "keeps failing (HTTP 500; 3 attempts)" in err[0], err
+        assert err[0].startswith("ecom-stream pull: error: ")
+        cursor = Cursors(Lake(settings.lake_dir).layout).read(source_id(url), "orders")
+        assert cursor["next"] == failing["cursor"]  # the failing page is the next one asked
+        assert len(list(settings.landing_dir.glob("orders-*"))) == 2
+        rows = Lake(settings.lake_dir).tables.read("sources").to_pylist()
+        assert [(r["endpoint"], r["outcome"]) for r in rows] == [
+            ("products", "ok"), ("orders", "failed")
+        ]
+        assert rows[1]["records_landed"] == 200 and "keeps failing" in rows[1]["error"]
+        # Once the API answers again, the pull resumes at that page: nothing is missing.
+        script.faults = {}
+        lake = Lake(settings.lake_dir)
+        products, orders = pull_once(settings, ApiContract.from_settings(settings, url), lake)
+        assert script.requests["orders"][3]["cursor"] == failing["cursor"]
+    assert (products.records_landed, products.records_skipped) == (0, 1)  # nothing new
+    assert orders.resumed and orders.records_landed == orders.reported_total - 200
+    run_backfill(settings, progress=False)
+    assert_same_tables(snapshot(settings.lake_dir), snapshot(_files_lake(tmp_path)))
+
+
+def test_a_refusal_is_not_retried(tmp_path: Path) -> None:
+    api = SimulatedApi(GenerateOptions(out=tmp_path, **OPTIONS))
+    settings = _settings(tmp_path, "api", pull_token="wrong")
+    with serving(api, token="right") as url, pytest.raises(PullError, match="HTTP 401"):
+        _pull(settings, url)

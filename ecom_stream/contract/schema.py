@@ -247,6 +247,8 @@ SOURCES_SCHEMA = pa.schema(
         pa.field("records_landed", pa.int64()),
         # Served again at the previous pull's newest instant, already landed: not written.
         pa.field("records_skipped", pa.int64()),
+        # Went on with the traversal of a pull that failed or was stopped.
+        pa.field("resumed", pa.bool_()),
         pa.field("distinct_keys", pa.int64()),
         pa.field("pages", pa.int64()),
         pa.field("files", pa.list_(pa.string())),

@@ -48,6 +48,8 @@ class EndpointPull:
     reported_total: int | None = None
     records_landed: int = 0
     records_skipped: int = 0
+    resumed: bool = False
+    """It went on with a traversal a failed or stopped pull left (``total`` counts it whole)."""
     pages: int = 0
     files: list[str] = field(default_factory=list)
     keys: set[Any] = field(default_factory=set)
@@ -65,6 +67,7 @@ class EndpointPull:
             "reported_total": self.reported_total,
             "records_landed": self.records_landed,
             "records_skipped": self.records_skipped,
+            "resumed": self.resumed,
             "distinct_keys": len(self.keys),
             "pages": self.pages,
             "files": list(self.files),
@@ -207,6 +210,7 @@ def pull_endpoint(
     """
     state = target.cursors.read(target.source, endpoint)
     result = EndpointPull(endpoint, state.get("since"), datetime.now(UTC))
+    result.resumed = bool(state.get("next"))
     key = KEYS[endpoint]
     extra = {} if sleep is None else {"sleep": sleep}
     try:
