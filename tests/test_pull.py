@@ -27,6 +27,7 @@ from ecom_stream.cli.main import main
 from ecom_stream.config import Settings
 from ecom_stream.engine.backfill import run_backfill
 from ecom_stream.service.pull import pull_once
+from ecom_stream.service.status import lake_status
 from ecom_stream.sources.pager import source_id
 from ecom_stream.sources.rest import ApiContract, PullError
 from ecom_stream.storage.cursors import Cursors
@@ -71,8 +72,19 @@ def test_a_pull_lands_the_api_and_the_lake_equals_the_files_lake(tmp_path: Path)
     names = sorted(p.name for p in settings.landing_dir.iterdir())
     assert names == sorted(products.files + orders.files)
     assert all(n.startswith(("products-api-", "orders-api-")) for n in names)
+    waiting = lake_status(settings)["sources"]["endpoints"]
+    assert [e["files_waiting"] for e in waiting] == [len(orders.files), len(products.files)]
     run_backfill(settings, progress=False)
     assert_same_tables(snapshot(settings.lake_dir), snapshot(_files_lake(tmp_path)))
+    sources = lake_status(settings)["sources"]
+    assert sources["pulls"] == 1 and sources["failed"] == 0
+    by_endpoint = {e["endpoint"]: e for e in sources["endpoints"]}
+    assert by_endpoint["products"]["reported_total"] == 80
+    for e, result in ((by_endpoint["products"], products), (by_endpoint["orders"], orders)):
+        assert e["balanced"] is True and e["overlap"] == 0 and e["files_waiting"] == 0
+        assert e["records_landed"] == e["rows_in"] == result.records_landed
+        assert 0 < e["rows_merged"] <= e["rows_in"]
+    json.dumps(sources)  # status --json prints it
 
 
 def test_the_cursor_makes_the_next_pull_incremental(tmp_path: Path) -> None:
@@ -122,8 +134,11 @@ def test_serve_api_and_pull_once_from_the_command_line(tmp_path: Path) -> None:
                        "--once", "--create", "--page-size", "60")  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "pull: 240 records in 5 files" in done.stdout
-        status = run_cli("--landing", str(landing), "--lake", str(lake), "status", "--json")
+        status = run_cli("--landing", str(landing), "--lake", str(lake), "status")
         assert status.returncode == 0, status.stderr
+        assert "source reported 190, landed 190 (0 overlap), merged 0 (4 files waiting)" in (
+            status.stdout
+        )
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0
@@ -233,6 +248,8 @@ def test_faults_are_retried_and_nothing_is_lost_or_doubled(tmp_path: Path) -> No
         json.loads((settings.landing_dir / name).read_text())
     run_backfill(settings, progress=False)
     assert_same_tables(snapshot(settings.lake_dir), snapshot(_files_lake(tmp_path)))
+    shown = {e["endpoint"]: e for e in lake_status(settings)["sources"]["endpoints"]}
+    assert shown["orders"]["overlap"] == 50 and shown["orders"]["balanced"] is True
 
 
 def test_a_page_that_keeps_failing_stops_the_pull_with_its_cursor_unchanged(

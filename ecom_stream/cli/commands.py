@@ -100,6 +100,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         print("daemon: never ran on this lake")
+    _print_sources(status.get("sources") or {})
     _print_quarantine(status["quarantine"])
     return _damage_exit(status["damage"])
 
@@ -114,6 +115,18 @@ def _damage_exit(damage: list[dict[str, Any]]) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _print_sources(sources: dict[str, Any]) -> None:
+    """The last pull of each REST source endpoint: reported, landed, merged."""
+    for e in sources.get("endpoints", []):
+        check = {True: "balanced", False: "MISMATCH", None: "unchecked"}[e["balanced"]]
+        print(
+            f"pulled {e['endpoint']} from {e['source']} at {e['pulled_at']}: {e['outcome']}, "
+            f"source reported {e['reported_total']}, landed {e['records_landed']} "
+            f"({e['overlap']} overlap), merged {e['rows_merged']} "
+            f"({e['files_waiting']} files waiting): {check}"
+        )
 
 
 def _print_quarantine(items: list[dict[str, Any]]) -> None:
