@@ -294,3 +294,66 @@ def test_a_refusal_is_not_retried(tmp_path: Path) -> None:
     settings = _settings(tmp_path, "api", pull_token="wrong")
     with serving(api, token="right") as url, pytest.raises(PullError, match="HTTP 401"):
         _pull(settings, url)
+
+
+def _wait_for(condition: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_pull_polls_every_n_seconds_until_sigterm(tmp_path: Path) -> None:
+    api = SimulatedApi(GenerateOptions(out=tmp_path, **{**OPTIONS, "batches": 1}))
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    with serving(api) as url:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        pull = subprocess.Popen(
+            [sys.executable, "-m", "ecom_stream", "--landing", str(landing), "--lake", str(lake),
+             "pull", "--url", url, "--every", "0.3", "--create"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        try:
+            _wait_for(lambda: len(list(landing.glob("orders-api-*"))) == 1, 60, "the first pull")
+            api.add_day()  # the next poll picks the new day up
+            _wait_for(lambda: len(list(landing.glob("orders-api-*"))) == 2, 30, "a later poll")
+            pull.send_signal(signal.SIGTERM)
+            out, err = pull.communicate(timeout=30)
+        finally:
+            if pull.poll() is None:
+                pull.kill()
+    assert pull.returncode == 0, err
+    assert out.count("pull: ") >= 2
+    rows = Lake(lake).tables.read("sources").to_pylist()
+    assert {r["outcome"] for r in rows} == {"ok"}
+
+
+@pytest.mark.slow
+def test_demo_with_the_api_source_pulls_into_the_daemon(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "ecom_stream", "demo", "--landing", str(tmp_path / "landing"),
+           "--lake", str(tmp_path / "lake"), "--port", str(port), "--interval", "1",
+           "--orders-per-batch", "20", "--history-batches", "4", "--source", "api"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_QUIET_SECONDS": "0.3"}
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        demo = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        def pulled_and_merged() -> bool:
+            assert demo.poll() is None, log.read_text()
+            if not Lake(tmp_path / "lake").tables.exists():
+                return False
+            status = lake_status(Settings(lake_dir=tmp_path / "lake"))
+            ends = status["sources"]["endpoints"]
+            return len(ends) == 2 and all(e["files_processed"] > 0 for e in ends)
+
+        _wait_for(pulled_and_merged, 120, "pulled files to be merged")
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0, log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert "pulled from the API" in log.read_text()

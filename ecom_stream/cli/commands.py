@@ -271,6 +271,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         interval=args.interval,
         orders_per_batch=args.orders_per_batch,
         history_batches=args.history_batches,
+        source=args.source,
     )
 
 

@@ -193,6 +193,12 @@ def _add_service_commands(add: _Add) -> None:
         default=90,
         help="days of history generated first, one batch a day (default 90)",
     )
+    p.add_argument(
+        "--source",
+        choices=("files", "api"),
+        default="files",
+        help="files: batch files dropped in landing; api: serve-api and pull from it",
+    )
 
     p = add("maintain", "compact small files, checkpoint and vacuum old files")
     p.add_argument("--retention-hours", type=int, help="vacuum files older than this (default 168)")
