@@ -357,3 +357,46 @@ def test_demo_with_the_api_source_pulls_into_the_daemon(tmp_path: Path) -> None:
         if demo.poll() is None:
             demo.kill()
     assert "pulled from the API" in log.read_text()
+
+
+@contextmanager
+def offset_api(records: list[dict[str, Any]]) -> Iterator[str]:
+    """An API of other names: ``GET /orders?per_page=N&offset=K`` -> ``{"items", "count"}``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            rows = records if url.path == "/v2/orders" else []
+            start, size = int(query["offset"]), int(query["per_page"])
+            data = json.dumps({"items": rows[start : start + size], "count": len(rows)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_offset_paging_and_other_names_are_settings(tmp_path: Path) -> None:
+    api = SimulatedApi(GenerateOptions(out=tmp_path, **{**OPTIONS, "batches": 1}))
+    records = api.page("orders", None, 10_000, None)["data"]
+    settings = _settings(
+        tmp_path, "api", pull_paging="offset", pull_page_size=40, pull_param_limit="per_page",
+        pull_param_cursor="offset", pull_field_data="items", pull_field_total="count",
+        pull_orders_path="/v2/orders", pull_products_path="/v2/products",
+    )  # fmt: skip
+    with offset_api(records) as url:
+        products, orders = _pull(settings, url)
+    assert products.records_landed == 0 and products.reported_total == 0
+    assert orders.records_landed == orders.reported_total == len(records) == len(orders.keys)
+    assert orders.pages == len(records) // 40 + 1

@@ -76,25 +76,26 @@ def pull_once(
         lag=timedelta(seconds=settings.pull_lag_seconds),
     )
     results: list[EndpointPull] = []
-    try:
-        with make_client(settings) as client:
-            for endpoint in ENTITIES:
-                if stopping():
-                    break
+    with make_client(settings) as client:
+        for endpoint in ENTITIES:
+            if stopping():
+                break
+            try:
+                done = pull_endpoint(
+                    client, contract, endpoint, target, sleep=sleep, stopping=stopping
+                )
+                results.append(done)
+            except EcomStreamError as exc:
+                failed = getattr(exc, "endpoint_pull", None)
+                rows = [r.row(pull_id, contract.url) for r in [*results, failed] if r is not None]
                 try:
-                    done = pull_endpoint(
-                        client, contract, endpoint, target, sleep=sleep, stopping=stopping
-                    )
-                    results.append(done)
-                except EcomStreamError as exc:
-                    failed = getattr(exc, "endpoint_pull", None)
-                    if failed is not None:
-                        results.append(failed)
-                    raise
-    finally:
-        if results:
-            rows = [r.row(pull_id, contract.url) for r in results]
-            _record(lake, rows, settings.pull_backoff_seconds)
+                    _record(lake, rows, settings.pull_backoff_seconds)
+                except EcomStreamError as record_error:  # the pull's own error matters more
+                    logger.warning("could not record the failed pull: %s", record_error)
+                raise
+    if results:
+        rows = [r.row(pull_id, contract.url) for r in results]
+        _record(lake, rows, settings.pull_backoff_seconds)
     for r in results:
         logger.info(
             "pulled %s: %d records in %d files (source reported %s)",
