@@ -400,3 +400,14 @@ def test_offset_paging_and_other_names_are_settings(tmp_path: Path) -> None:
     assert products.records_landed == 0 and products.reported_total == 0
     assert orders.records_landed == orders.reported_total == len(records) == len(orders.keys)
     assert orders.pages == len(records) // 40 + 1
+
+
+def test_the_pull_compacts_its_sources_table(tmp_path: Path) -> None:
+    api = SimulatedApi(GenerateOptions(out=tmp_path, **{**OPTIONS, "batches": 1}))
+    settings = _settings(tmp_path, "api", maintain_every_commits=3)
+    with serving(api) as url:
+        for _ in range(4):
+            _pull(settings, url)
+    lake = Lake(settings.lake_dir)
+    assert lake.queries.file_count("sources") < 3
+    assert lake.tables.read("sources").num_rows == 8  # 4 pulls x 2 endpoints

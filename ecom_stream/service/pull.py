@@ -19,6 +19,7 @@ import pyarrow as pa
 from ecom_stream.config import Settings
 from ecom_stream.contract.schema import ENTITIES, SOURCES_SCHEMA
 from ecom_stream.errors import EcomStreamError, is_transient, retry_delay
+from ecom_stream.service.maintain import DAEMON_TARGET_BYTES, compact_table
 from ecom_stream.service.signals import stop_signals
 from ecom_stream.sources.pager import EndpointPull, PullTarget, pull_endpoint, source_id
 from ecom_stream.sources.rest import ApiContract, make_client
@@ -44,17 +45,28 @@ def _ensure(lake: Lake, backoff: float) -> None:
             time.sleep(retry_delay(backoff, attempt))
 
 
-def _record(lake: Lake, rows: list[dict[str, object]], backoff: float) -> None:
+def _record(lake: Lake, rows: list[dict[str, object]], backoff: float, every: int) -> None:
     """Append this pull's reconciliation rows to the ``sources`` table."""
     table = pa.Table.from_pylist(rows, schema=SOURCES_SCHEMA)
     for attempt in range(RECORD_RETRIES + 1):
         try:
             lake.tables.append("sources", table)
-            return
+            break
         except EcomStreamError as exc:
             if not is_transient(exc) or attempt == RECORD_RETRIES:
                 raise
             time.sleep(retry_delay(backoff, attempt))
+    _compact(lake, every)
+
+
+def _compact(lake: Lake, every: int) -> None:
+    """Compact the ``sources`` table once it holds ``every`` files: a file per pull, every 30
+    s, and the pull is its only writer (the daemon never writes it, so never compacts it)."""
+    try:
+        if lake.queries.file_count("sources") >= every:
+            compact_table(lake, "sources", target_bytes=DAEMON_TARGET_BYTES)
+    except EcomStreamError as exc:  # `maintain` compacting it right now: next time
+        logger.warning("could not compact the sources table: %s", exc)
 
 
 def pull_once(
@@ -89,13 +101,15 @@ def pull_once(
                 failed = getattr(exc, "endpoint_pull", None)
                 rows = [r.row(pull_id, contract.url) for r in [*results, failed] if r is not None]
                 try:
-                    _record(lake, rows, settings.pull_backoff_seconds)
+                    _record(
+                        lake, rows, settings.pull_backoff_seconds, settings.maintain_every_commits
+                    )
                 except EcomStreamError as record_error:  # the pull's own error matters more
                     logger.warning("could not record the failed pull: %s", record_error)
                 raise
     if results:
         rows = [r.row(pull_id, contract.url) for r in results]
-        _record(lake, rows, settings.pull_backoff_seconds)
+        _record(lake, rows, settings.pull_backoff_seconds, settings.maintain_every_commits)
     for r in results:
         logger.info(
             "pulled %s: %d records in %d files (source reported %s)",
