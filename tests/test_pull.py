@@ -411,3 +411,30 @@ def test_the_pull_compacts_its_sources_table(tmp_path: Path) -> None:
     lake = Lake(settings.lake_dir)
     assert lake.queries.file_count("sources") < 3
     assert lake.tables.read("sources").num_rows == 8  # 4 pulls x 2 endpoints
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_retry_wait_stops_the_pull_at_once(tmp_path: Path) -> None:
+    api = SimulatedApi(GenerateOptions(out=tmp_path, **{**OPTIONS, "batches": 1}))
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    # Every orders request answers 429 with Retry-After: 7; the wait is cut short.
+    with fault_server(api, {"orders": ["429"] * 50}) as (url, script):
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        pull = subprocess.Popen(
+            [sys.executable, "-m", "ecom_stream", "--landing", str(landing), "--lake", str(lake),
+             "pull", "--url", url, "--once", "--create"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        try:
+            _wait_for(lambda: len(script.requests["orders"]) == 1, 60, "the first 429")
+            time.sleep(0.5)
+            pull.send_signal(signal.SIGTERM)
+            _out, err = pull.communicate(timeout=30)
+        finally:
+            if pull.poll() is None:
+                pull.kill()
+    assert pull.returncode == 0, err
+    assert len(script.requests["orders"]) == 1  # it stopped inside the wait, not after it
+    rows = Lake(lake).tables.read("sources").to_pylist()
+    outcomes = [(r["endpoint"], r["outcome"]) for r in rows]
+    assert outcomes == [("products", "ok"), ("orders", "stopped")]

@@ -22,7 +22,7 @@ from ecom_stream.errors import EcomStreamError, is_transient, retry_delay
 from ecom_stream.service.maintain import DAEMON_TARGET_BYTES, compact_table
 from ecom_stream.service.signals import stop_signals
 from ecom_stream.sources.pager import EndpointPull, PullTarget, pull_endpoint, source_id
-from ecom_stream.sources.rest import ApiContract, make_client
+from ecom_stream.sources.rest import ApiContract, PullStopped, make_client
 from ecom_stream.storage.cursors import Cursors
 from ecom_stream.storage.lake import Lake
 
@@ -137,8 +137,16 @@ def run_pull(
         def stopping() -> bool:
             return bool(signals.received) or stop.is_set()
 
+        def nap(seconds: float) -> None:
+            """A retry's wait, cut short by a stop signal (the pull then stops)."""
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if stopping():
+                    raise PullStopped("stopped while waiting to retry")
+                time.sleep(min(TICK_SECONDS, max(0.0, deadline - time.monotonic())))
+
         while True:
-            results = pull_once(settings, contract, lake, stopping=stopping)
+            results = pull_once(settings, contract, lake, sleep=nap, stopping=stopping)
             landed = sum(r.records_landed for r in results)
             files = sum(len(r.files) for r in results)
             print(

@@ -28,7 +28,7 @@ import orjson
 
 from ecom_stream.contract.schema import KEYS
 from ecom_stream.errors import EcomStreamError
-from ecom_stream.sources.rest import ApiContract, Page, fetch_page
+from ecom_stream.sources.rest import ApiContract, Page, PullStopped, fetch_page
 from ecom_stream.storage.cursors import Cursors, land_batch
 
 __all__ = ["EndpointPull", "PullTarget", "parse_time", "pull_endpoint", "source_id"]
@@ -235,6 +235,8 @@ def pull_endpoint(
             if stopping():  # a stop signal: the saved cursor resumes this traversal
                 result.outcome = "stopped"
                 break
+    except PullStopped:
+        result.outcome = "stopped"  # the page waiting for its retry is the next one asked for
     except EcomStreamError as exc:
         result.outcome, result.error = "failed", str(exc)
         result.finished_at = datetime.now(UTC)

@@ -23,7 +23,7 @@ import orjson
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError, EcomStreamError, retry_delay
 
-__all__ = ["ApiContract", "Page", "PullError", "fetch_page", "make_client"]
+__all__ = ["ApiContract", "Page", "PullError", "PullStopped", "fetch_page", "make_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ PAGING = ("cursor", "page", "offset")
 
 class PullError(EcomStreamError):
     """A page of the API could not be fetched (after its retries) or is refused for good."""
+
+
+class PullStopped(PullError):
+    """A stop signal came while a page waited for its retry (raised by the ``sleep``)."""
 
 
 class _Retryable(Exception):
