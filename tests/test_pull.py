@@ -438,3 +438,12 @@ def test_sigterm_during_a_retry_wait_stops_the_pull_at_once(tmp_path: Path) -> N
     rows = Lake(lake).tables.read("sources").to_pylist()
     outcomes = [(r["endpoint"], r["outcome"]) for r in rows]
     assert outcomes == [("products", "ok"), ("orders", "stopped")]
+
+
+def test_pulled_file_names_do_not_number_the_demo_series(tmp_path: Path) -> None:
+    from ecom_stream.tools.demo import start_up
+
+    settings = _settings(tmp_path, "demo")
+    (settings.landing_dir / "orders-api-20261208T002108512155-000001.json").write_text("[]")
+    (settings.landing_dir / "orders-000004.json").write_text("[]")
+    assert start_up(settings, 0, 10, say=lambda _line: None).start == 5

@@ -47,7 +47,8 @@ SOURCES = ("files", "api")  # --source: files dropped by `generate`, or `serve-a
 SOURCE_BATCHES = 1_000_000  # "forever": the source drips until the demo stops
 POLL_SECONDS = 0.5
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
-_ORDER_NUMBER = re.compile(r"^orders\D*(\d+)", re.IGNORECASE)
+# A generated file's day number; pulled files (orders-api-<time>-<page>) have none.
+_ORDER_NUMBER = re.compile(r"^orders(?!-api-)\D*(\d+)", re.IGNORECASE)
 _GENERATED = re.compile(r"^(orders|products)-\d{6}\.json$")  # the names `generate` writes
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
