@@ -48,6 +48,7 @@ PUBLIC_TABLES: dict[str, str] = {
     "quality.validations": "quality_validations",
     "quarantine.records": "quarantine_records",
     "ledger": "ledger",
+    "sources.pulls": "sources",
 }
 
 

@@ -142,6 +142,43 @@ class Settings:
     """Timeout of one alert POST."""
     alert_gate_repeats: int = 3
     """Alert when this many files in a row of one entity are quarantined by the same rule."""
+    # pull: the REST API source (`ecom-stream pull`, issue 17). Names of the query parameters
+    # and response fields are settings, so page/offset APIs and other names work too.
+    pull_url: str = ""
+    """Base URL of the API (``GET {url}/products``, ``GET {url}/orders``)."""
+    pull_page_size: int = 1000
+    """Records asked for per page (the ``limit`` parameter)."""
+    pull_every_seconds: float = 30.0
+    """Seconds between two pulls (without ``--once``)."""
+    pull_lag_seconds: float = 0.0
+    """The next pull re-reads updates this much older than the newest one seen."""
+    pull_timeout_seconds: float = 10.0
+    """A page not answered within this many seconds is retried."""
+    pull_retries: int = 5
+    """A failing page is retried this many times before the pull stops (exit 1)."""
+    pull_backoff_seconds: float = 0.5
+    """First retry delay of a page (doubled each retry, jittered)."""
+    pull_max_wait_seconds: float = 60.0
+    """Longest wait honoured for a ``Retry-After`` (and any backoff)."""
+    pull_paging: str = "cursor"
+    """How pages follow each other: ``cursor`` (next_cursor), ``page`` (1, 2, ...) or
+    ``offset`` (0, limit, ...)."""
+    pull_param_since: str = "updated_since"
+    pull_param_limit: str = "limit"
+    pull_param_cursor: str = "cursor"
+    """The query parameter carrying the cursor, page number or offset."""
+    pull_field_data: str = "data"
+    pull_field_next: str = "next_cursor"
+    pull_field_total: str = "total"
+    pull_field_updated: str = "updated_at"
+    """The record field the incremental watermark is taken from."""
+    pull_products_path: str = "/products"
+    pull_orders_path: str = "/orders"
+    pull_token: str = field(default="", repr=False)
+    """Bearer token sent as ``Authorization: Bearer ...`` (ECOM_PULL_TOKEN)."""
+    pull_api_key: str = field(default="", repr=False)
+    """API key sent in the ``pull_api_key_header`` header (ECOM_PULL_API_KEY)."""
+    pull_api_key_header: str = "X-API-Key"
 
     def __post_init__(self) -> None:
         self._check_ranges()

@@ -66,7 +66,7 @@ def snapshot(lake_dir: Path, tables: Sequence[str] = COMPARED_TABLES) -> dict[st
     for name in tables:
         df = lake.tables.read(name).to_pandas()
         df = df[[c for c in df.columns if c not in VOLATILE]]
-        for col in df.columns:
+        for col in df.columns if not df.empty else ():  # an empty table: nothing to convert
             if df[col].map(lambda v: isinstance(v, list | tuple) or hasattr(v, "tolist")).any():
                 df[col] = df[col].map(lambda v: tuple(v) if v is not None else None)
         out[name] = df.sort_values(list(df.columns)).reset_index(drop=True)

@@ -100,6 +100,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         print("daemon: never ran on this lake")
+    _print_sources(status.get("sources") or {})
     _print_quarantine(status["quarantine"])
     return _damage_exit(status["damage"])
 
@@ -114,6 +115,18 @@ def _damage_exit(damage: list[dict[str, Any]]) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _print_sources(sources: dict[str, Any]) -> None:
+    """The last pull of each REST source endpoint: reported, landed, merged."""
+    for e in sources.get("endpoints", []):
+        check = {True: "balanced", False: "MISMATCH", None: "unchecked"}[e["balanced"]]
+        print(
+            f"pulled {e['endpoint']} from {e['source']} at {e['pulled_at']}: {e['outcome']}, "
+            f"source reported {e['reported_total']}, landed {e['records_landed']} "
+            f"({e['overlap']} overlap), merged {e['rows_merged']} "
+            f"({e['files_waiting']} files waiting): {check}"
+        )
 
 
 def _print_quarantine(items: list[dict[str, Any]]) -> None:
@@ -258,6 +271,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         interval=args.interval,
         orders_per_batch=args.orders_per_batch,
         history_batches=args.history_batches,
+        source=args.source,
     )
 
 
@@ -328,4 +342,40 @@ def cmd_service_unit(args: argparse.Namespace, settings: Settings) -> int:
     workdir = Path(args.workdir) if args.workdir else None
     config = resolve_args(args).path if args.config else None
     print(systemd_unit(settings, workdir=workdir, user=args.user, config=config), end="")
+    return EXIT_OK
+
+
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from ecom_stream.service.pull import run_pull
+    from ecom_stream.storage.folders import check_lake_to_write, landing_folder
+
+    if not settings.pull_url:
+        raise UsageError("give the API's base URL with --url (or ECOM_PULL_URL)")
+    landing_folder(settings.landing_dir, create=args.create)
+    check_lake_to_write(settings.lake_dir)
+    return run_pull(settings, None, once=args.once)
+
+
+def cmd_serve_api(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from ecom_stream.service.signals import stop_signals
+    from ecom_stream.tools.generate import GenerateOptions
+    from ecom_stream.tools.serve_api import SimulatedApi, serving
+
+    options = GenerateOptions(
+        out=settings.landing_dir,
+        batches=args.batches,
+        orders_per_batch=args.orders_per_batch,
+        products=args.products,
+        seed=args.seed,
+    )
+    api = SimulatedApi(options)
+    token = settings.pull_token or None
+    with stop_signals() as signals, serving(
+        api, args.api_port, token=token, interval=args.interval
+    ) as url:
+        print(f"serving the simulated source at {url} (Ctrl-C stops)", flush=True)
+        while not signals.received:
+            time.sleep(0.2)
     return EXIT_OK

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ecom_stream import __version__
+from ecom_stream.cli.pull_args import add_pull_commands
 from ecom_stream.config import Settings
 from ecom_stream.config_file import Resolved, resolve
 from ecom_stream.errors import EcomStreamError, UsageError
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_bench(add)
     _add_config(add)
     _add_service_unit(add)
+    add_pull_commands(add)
     return parser
 
 
@@ -202,6 +204,12 @@ def _add_service_commands(add: _Add) -> None:
         default=90,
         help="days of history generated first, one batch a day (default 90)",
     )
+    p.add_argument(
+        "--source",
+        choices=("files", "api"),
+        default="files",
+        help="files: batch files dropped in landing; api: serve-api and pull from it",
+    )
 
     p = add("maintain", "compact small files, checkpoint and vacuum old files")
     p.add_argument("--retention-hours", type=int, help="vacuum files older than this (default 168)")
@@ -289,6 +297,11 @@ def resolve_args(args: argparse.Namespace) -> Resolved:
         "metrics_port": getattr(args, "metrics_port", None),
         "metrics_host": getattr(args, "metrics_host", None),
         "alert_url": getattr(args, "alert_url", None),
+        # pull (issue 17)
+        "pull_url": getattr(args, "url", None),
+        "pull_every_seconds": getattr(args, "every", None),
+        "pull_page_size": getattr(args, "page_size", None),
+        "pull_lag_seconds": getattr(args, "lag", None),
     }
     return resolve(overrides, os.environ, args.config)
 

@@ -20,6 +20,7 @@ __all__ = [
     "REJECTED_SCHEMA",
     "SILVER_ORDERS_SCHEMA",
     "SILVER_PRODUCTS_SCHEMA",
+    "SOURCES_SCHEMA",
     "STATUS_RANK",
     "bronze_schema",
 ]
@@ -229,5 +230,29 @@ ANOMALIES_SCHEMA = pa.schema(
         pa.field("rolling_std", pa.float64()),
         pa.field("z_score", pa.float64()),
         pa.field("is_anomaly", pa.bool_()),
+    ]
+)
+
+# One row per endpoint per pull of a REST source (``ecom-stream pull``): what the source said
+# it had against what landed; what was merged is looked up in the ledger by file name.
+SOURCES_SCHEMA = pa.schema(
+    [
+        pa.field("pull_id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("endpoint", pa.string()),
+        pa.field("started_at", TS),
+        pa.field("finished_at", TS),
+        pa.field("updated_since", pa.string()),
+        pa.field("reported_total", pa.int64()),
+        pa.field("records_landed", pa.int64()),
+        # Served again at the previous pull's newest instant, already landed: not written.
+        pa.field("records_skipped", pa.int64()),
+        # Went on with the traversal of a pull that failed or was stopped.
+        pa.field("resumed", pa.bool_()),
+        pa.field("distinct_keys", pa.int64()),
+        pa.field("pages", pa.int64()),
+        pa.field("files", pa.list_(pa.string())),
+        pa.field("outcome", pa.string()),
+        pa.field("error", pa.string()),
     ]
 )

@@ -261,6 +261,9 @@ def health_section(h: views.Health, settings: Settings) -> None:
     st.caption("Merged, quarantined and duplicate count batch files in the ledger.")
     if h.daemon and h.daemon.get("last_error"):
         st.warning(f"The daemon's last error: {h.daemon['last_error']}")
+    if h.sources:  # REST sources (ecom-stream pull): reported vs landed vs merged
+        with st.expander("Sources: reported, landed, merged (last pull of each endpoint)"):
+            st.dataframe(pd.DataFrame(h.sources), hide_index=True, key="sources")
     with st.expander("Table versions"):
         table = pd.DataFrame({"table": list(h.versions), "version": list(h.versions.values())})
         st.dataframe(table, hide_index=True, key="versions")

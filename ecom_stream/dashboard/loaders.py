@@ -29,6 +29,7 @@ from ecom_stream.dashboard.model import (
     Health,
 )
 from ecom_stream.service.status import backlog, heartbeat
+from ecom_stream.sources.reconcile import reconciliation
 from ecom_stream.storage.lake import TABLES, Lake
 
 
@@ -163,6 +164,7 @@ def health(
         last_batch=summary[1],
         backlog=len(backlog(landing)),
         versions={TABLES[n].path: v for n, v in versions.items()},
+        sources=reconciliation(lake)["endpoints"],
     )
 
 

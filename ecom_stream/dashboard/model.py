@@ -102,5 +102,7 @@ class Health:
     last_batch: dict[str, Any] | None
     backlog: int
     versions: dict[str, int]
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """The last pull of each REST source endpoint (reconciliation, ``ecom-stream pull``)."""
 
 

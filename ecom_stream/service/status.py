@@ -8,6 +8,7 @@ from typing import Any
 from ecom_stream.config import Settings
 from ecom_stream.errors import EcomStreamError, LakeDamagedError
 from ecom_stream.sources.listing import backlog
+from ecom_stream.sources.reconcile import reconciliation
 from ecom_stream.storage.lake import (
     INCOMPLETE_REBUILD,
     REBUILD_FIX,
@@ -132,4 +133,15 @@ def lake_status(settings: Settings) -> dict[str, Any]:
     result["quarantine"] = quarantine_list(lake)
     result["backlog"] = len(backlog(settings.landing_dir))
     result["daemon"] = heartbeat(lake, settings.heartbeat_stale_seconds)
+    result["sources"] = _sources(lake, damaged)
     return result
+
+
+def _sources(lake: Lake, damaged: set[str]) -> dict[str, Any]:
+    """The REST sources' reconciliation (``ecom-stream pull``): reported, landed, merged."""
+    if {TABLES["sources"].path, TABLES["ledger"].path} & damaged:
+        return {"error": "the sources table or the ledger is damaged"}
+    try:
+        return reconciliation(lake)
+    except EcomStreamError as exc:  # a table being created right now
+        return {"error": str(exc)}

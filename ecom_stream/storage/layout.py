@@ -91,6 +91,8 @@ TABLES: dict[str, TableSpec] = {
     "revenue_anomalies": TableSpec(
         "gold/revenue_anomalies", S.ANOMALIES_SCHEMA, configuration=_ANY
     ),
+    # Written by `ecom-stream pull`, never by the daemon; its cursors live beside it.
+    "sources": TableSpec("_sources/pulls", S.SOURCES_SCHEMA, configuration=_ANY),
 }
 
 
@@ -181,6 +183,10 @@ class Layout:
     def lines_inflight_path(self) -> Path:
         """The order ids of an orders / order-lines merge pair in flight (see refresh.py)."""
         return self.daemon_dir / "lines_inflight.json"
+
+    def cursor_path(self, source: str, endpoint: str) -> Path:
+        """The persisted cursor of one endpoint of a REST source (``ecom-stream pull``)."""
+        return self.root / "_sources" / "cursors" / source / f"{endpoint}.json"
 
     def raw_path(self, batch_id: str, name: str) -> Path:
         return self.raw_dir / batch_id[:2] / batch_id / name

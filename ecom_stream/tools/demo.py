@@ -43,10 +43,12 @@ __all__ = ["StartUp", "run_demo", "source_args", "start_up"]
 logger = logging.getLogger(__name__)
 
 DEMO_SEED = 42
+SOURCES = ("files", "api")  # --source: files dropped by `generate`, or `serve-api` + `pull`
 SOURCE_BATCHES = 1_000_000  # "forever": the source drips until the demo stops
 POLL_SECONDS = 0.5
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
-_ORDER_NUMBER = re.compile(r"^orders\D*(\d+)", re.IGNORECASE)
+# A generated file's day number; pulled files (orders-api-<time>-<page>) have none.
+_ORDER_NUMBER = re.compile(r"^orders(?!-api-)\D*(\d+)", re.IGNORECASE)
 _GENERATED = re.compile(r"^(orders|products)-\d{6}\.json$")  # the names `generate` writes
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -57,6 +59,7 @@ def run_demo(
     interval: float = 3.0,
     orders_per_batch: int = 300,
     history_batches: int = 90,
+    source: str = "files",
 ) -> int:
     """Run the demo until a stop signal or a gone reader (exit 0) or a child's death (exit 1).
 
@@ -64,7 +67,7 @@ def run_demo(
         ConfigError: bad arguments, the landing folder cannot be created, the port is taken.
         EcomStreamError: the lake is held by another writer, or the dashboard cannot run.
     """
-    if interval <= 0 or orders_per_batch < 1 or history_batches < 0:
+    if interval <= 0 or orders_per_batch < 1 or history_batches < 0 or source not in SOURCES:
         raise ConfigError("--interval must be > 0, --orders-per-batch >= 1, --history-batches >= 0")
     landing = settings.landing_dir.absolute()
     try:
@@ -74,7 +77,8 @@ def run_demo(
     _preflight(settings)
     before = {p.name for p in landing.iterdir()}  # a failed start removes only what it added
     out = _Output()
-    plan = start_up(settings, history_batches, orders_per_batch, out.say)
+    # From an API, the history is served by it (and pulled first), not written to landing.
+    plan = start_up(settings, 0 if source == "api" else history_batches, orders_per_batch, out.say)
 
     code = 1
     try:
@@ -85,8 +89,8 @@ def run_demo(
             try:
                 common = _common_args(settings)
                 children.spawn("daemon", "watch", *common)
-                source = source_args(settings, plan, interval, orders_per_batch)
-                children.spawn("source", "generate", *source)
+                _spawn_source(children, settings, plan, source, interval, orders_per_batch,
+                              history_batches)  # fmt: skip
                 children.spawn(
                     "dashboard", "dashboard", *common, "--port", str(settings.dashboard_port),
                     "--address", settings.dashboard_address,
@@ -96,7 +100,8 @@ def run_demo(
                 host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
                 out.say(f"demo: dashboard at http://{host}:{settings.dashboard_port}")
                 out.say(f"demo: a batch of {orders_per_batch} orders lands in {landing} "
-                        f"every {interval:g} s")
+                        f"every {interval:g} s" + (" (pulled from the API)" if source == "api"
+                                                   else ""))  # fmt: skip
                 out.say("demo: press Ctrl-C to stop the daemon, the source and the dashboard")
                 code = children.wait(stop)
             finally:
@@ -206,7 +211,7 @@ class _Children:
     def stop_all(self, stop: list[int]) -> None:
         """SIGTERM every child's group, wait, then SIGKILL the groups; keep relaying output."""
         # The source first, so that no new file lands while the daemon is finishing.
-        order = [n for n in ("source", "dashboard", "daemon") if n in self.procs]
+        order = [n for n in ("source", "api", "dashboard", "daemon") if n in self.procs]
         for name in order:
             if self.procs[name].poll() is None:
                 _signal_group(self.procs[name], signal.SIGTERM)
@@ -256,6 +261,24 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
     return preexec
+
+
+def _spawn_source(children: _Children, settings: Settings, plan: StartUp, source: str,
+                  interval: float, orders_per_batch: int, history_batches: int) -> None:
+    """The simulated source: ``generate`` dripping files, or ``serve-api`` and a ``pull``
+    every ``interval`` (the late orders of the simulated source need a 3-day lag)."""
+    if source == "files":
+        args = source_args(settings, plan, interval, orders_per_batch)
+        children.spawn("source", "generate", *args)
+        return
+    with socket.socket() as probe:  # a free port for the API
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    children.spawn("api", "serve-api", *_common_args(settings), "--port", str(port),
+                   "--batches", str(max(1, history_batches)), "--interval", str(interval),
+                   "--orders-per-batch", str(orders_per_batch), "--seed", str(DEMO_SEED))
+    children.spawn("source", "pull", *_common_args(settings), "--url",
+                   f"http://127.0.0.1:{port}", "--every", str(interval), "--lag", "3d")  # fmt: skip
 
 
 def _common_args(settings: Settings) -> list[str]:
