@@ -48,23 +48,23 @@ class _Retryable(Exception):
 
 @dataclass(frozen=True)
 class ApiContract:
-    """The API's shape, from the ``pull_*`` settings."""
+    """The API's shape, from the ``pull_*`` settings (whose defaults live in ``Settings``)."""
 
     url: str
     paths: Mapping[str, str]
-    paging: str = "cursor"
-    page_size: int = 1000
-    param_since: str = "updated_since"
-    param_limit: str = "limit"
-    param_cursor: str = "cursor"
-    field_data: str = "data"
-    field_next: str = "next_cursor"
-    field_total: str = "total"
-    field_updated: str = "updated_at"
-    retries: int = 5
-    backoff: float = 0.5
-    max_wait: float = 60.0
-    timeout: float = 10.0
+    paging: str
+    page_size: int
+    param_since: str
+    param_limit: str
+    param_cursor: str
+    field_data: str
+    field_next: str
+    field_total: str
+    field_updated: str
+    retries: int
+    backoff: float
+    max_wait: float
+    timeout: float
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str | None = None) -> ApiContract:
