@@ -118,7 +118,7 @@ class Settings:
     log_level: str = "INFO"
     """Root log level."""
 
-    # -- ops (issue 18: table history) --------------------------------------------------------
+    # -- table history -------------------------------------------------------------------------
     log_retention: str = "10 seconds"
     """How long each Delta table keeps its commit history (``delta.logRetentionDuration``),
     e.g. ``"7 days"`` or ``"30d"``: the audit trail of ``DESCRIBE HISTORY`` and time travel.
@@ -129,7 +129,7 @@ class Settings:
         """``log_retention`` as Delta writes it (``"interval 7 days"``)."""
         return delta_interval(self.log_retention)
 
-    # -- metrics, health endpoints and alerts of the daemon (issue 18) -----------------------
+    # -- metrics, health endpoints and alerts of the daemon ----------------------------------
     metrics_port: int | None = None
     """Port of the daemon's /metrics, /healthz and /ready (None: off; 0: any free port)."""
     metrics_host: str = "127.0.0.1"
@@ -142,7 +142,7 @@ class Settings:
     """Timeout of one alert POST."""
     alert_gate_repeats: int = 3
     """Alert when this many files in a row of one entity are quarantined by the same rule."""
-    # pull: the REST API source (`ecom-stream pull`, issue 17). Names of the query parameters
+    # -- pull: the REST API source (`ecom-stream pull`). Names of the query parameters
     # and response fields are settings, so page/offset APIs and other names work too.
     pull_url: str = ""
     """Base URL of the API (``GET {url}/products``, ``GET {url}/orders``)."""

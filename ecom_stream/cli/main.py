@@ -217,7 +217,7 @@ def _add_service_commands(add: _Add) -> None:
 
 
 def _add_watch_observability(p: argparse.ArgumentParser) -> None:
-    """``watch``'s metrics, health endpoints and alerts (issue 18)."""
+    """``watch``'s metrics, health endpoints and alerts."""
     p.add_argument(
         "--metrics-port", type=int, metavar="PORT",
         help="serve /metrics, /healthz and /ready on this port (default: off; 0: any free port)",
@@ -297,7 +297,7 @@ def resolve_args(args: argparse.Namespace) -> Resolved:
         "metrics_port": getattr(args, "metrics_port", None),
         "metrics_host": getattr(args, "metrics_host", None),
         "alert_url": getattr(args, "alert_url", None),
-        # pull (issue 17)
+        # pull
         "pull_url": getattr(args, "url", None),
         "pull_every_seconds": getattr(args, "every", None),
         "pull_page_size": getattr(args, "page_size", None),
