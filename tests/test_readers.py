@@ -57,7 +57,7 @@ def read_polars(path: str) -> pa.Table:
 
 
 def read_duckdb(con: duckdb.DuckDBPyConnection, path: str) -> pa.Table:
-    # A local cursor per read: the concurrent test reads from several threads.
+    # A cursor per read: its own result set on the one connection.
     result = con.cursor().sql("SELECT * FROM delta_scan(?)", params=[path]).arrow()
     return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
 
