@@ -100,7 +100,7 @@ def test_polars_and_duckdb_read_the_same_rows_as_deltalake(
     lake_dir: Path, con: duckdb.DuckDBPyConnection, public: str
 ) -> None:
     expected = Lake(lake_dir).tables.read(PUBLIC_TABLES[public])
-    assert pa.Table.from_pandas(read_table(lake_dir, public)).num_rows == expected.num_rows
+    assert len(read_table(lake_dir, public)) == expected.num_rows
     path = table_path(lake_dir, public)
     want = normalised(expected, expected.schema)
     assert normalised(read_polars(path), expected.schema).equals(want), public
