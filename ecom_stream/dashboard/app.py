@@ -355,6 +355,7 @@ def live(settings: Settings, sel: Selection) -> None:
     if filters is None:
         st.warning(problem)
     else:
+        data.prefetch(root, versions, filters, newest, settings.excluded_statuses)
         ov = data.overview(root, versions, filters, settings.excluded_statuses)
         if ov is None:
             st.warning("The orders could not be loaded yet; retrying on the next refresh.")
