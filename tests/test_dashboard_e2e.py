@@ -128,3 +128,71 @@ def test_open_page_shows_new_batches_without_reload(tmp_path: Path) -> None:
     finally:
         code = stop(proc)
     assert code == 0, log.read_text()
+
+
+# Samples the page every 50 ms from inside the browser (the test's own thread is busy merging
+# batches): how many elements are faded (computed opacity, the element's own or an
+# ancestor's), how many Plotly charts are on the page, and how many re-runs were seen
+# (Streamlit marks the elements a re-run has not re-sent yet with data-stale="true").
+SAMPLER_JS = """() => {
+  const s = window.__steady = {samples: 0, maxFaded: 0, minCharts: 1e9, reruns: 0, inRerun: false};
+  const faded = e => { for (; e; e = e.parentElement) {
+      if (parseFloat(getComputedStyle(e).opacity) < 0.99) return true; } return false; };
+  setInterval(() => {
+    const boxes = [...document.querySelectorAll('[data-testid="stElementContainer"]')];
+    const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
+    const stale = document.querySelectorAll('[data-stale="true"]').length > 0;
+    s.samples += 1;
+    s.maxFaded = Math.max(s.maxFaded, boxes.filter(faded).length);
+    s.minCharts = Math.min(s.minCharts, charts);
+    if (stale && !s.inRerun) s.reruns += 1;
+    s.inRerun = stale;
+  }, 50);
+}"""
+
+
+def test_auto_refresh_keeps_the_page_steady(tmp_path: Path) -> None:
+    """Across refresh cycles with a batch landing in between, nothing fades, charts stay."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; CI installs it)")
+    from playwright.sync_api import expect, sync_playwright
+
+    lake, landing = tmp_path / "lake", tmp_path / "landing"
+    landing.mkdir()
+    merge_batches(lake, landing, tmp_path / "first", start=1, batches=10)
+    port, log = free_port(), tmp_path / "dashboard.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_DASHBOARD_REFRESH_SECONDS": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ecom_stream", "dashboard", "--lake", str(lake),
+             "--landing", str(landing), "--port", str(port)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_healthy(proc, port, log)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"http://127.0.0.1:{port}/")
+                orders = page.get_by_test_id("stMetricValue").nth(1)
+                before = Lake(lake).queries.count("silver_orders")
+                expect(orders).to_have_text(f"{before:,}", timeout=60_000)
+                charts = page.get_by_test_id("stPlotlyChart")
+                expect(charts.last).to_be_visible(timeout=30_000)
+                page.wait_for_timeout(1500)  # the first view settles (one refresh)
+                page.evaluate(SAMPLER_JS)
+
+                merge_batches(lake, landing, tmp_path / "second", start=11, batches=1)
+                after = Lake(lake).queries.count("silver_orders")
+                expect(orders).to_have_text(f"{after:,}", timeout=60_000)
+                page.wait_for_function("window.__steady.reruns >= 3", timeout=60_000)
+                steady = page.evaluate("window.__steady")
+            finally:
+                browser.close()
+    finally:
+        code = stop(proc)
+    assert code == 0, log.read_text()
+    assert steady["samples"] > 20, steady
+    assert steady["maxFaded"] == 0, f"elements faded during a refresh: {steady}"
+    assert steady["minCharts"] > 0, f"the charts disappeared during a refresh: {steady}"

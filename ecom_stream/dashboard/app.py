@@ -19,6 +19,7 @@ import streamlit as st
 
 from ecom_stream.config import Settings
 from ecom_stream.dashboard import data, figures, views
+from ecom_stream.dashboard.steady import STEADY_CSS
 from ecom_stream.errors import ConfigError
 
 WINDOW_CHOICES = [*views.WINDOWS, "Custom"]
@@ -354,6 +355,7 @@ def live(settings: Settings, sel: Selection) -> None:
     if filters is None:
         st.warning(problem)
     else:
+        data.prefetch(root, versions, filters, newest, settings.excluded_statuses)
         ov = data.overview(root, versions, filters, settings.excluded_statuses)
         if ov is None:
             st.warning("The orders could not be loaded yet; retrying on the next refresh.")
@@ -377,6 +379,7 @@ def live(settings: Settings, sel: Selection) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="ecom-stream", page_icon="🛒", layout="wide")
+    st.html(STEADY_CSS)  # outside the fragment: sent once per full run, takes no space
     try:
         settings = Settings.from_sources(os.environ)
     except ConfigError as exc:

@@ -233,3 +233,20 @@ def rejected(root: str, v: dict[str, int]) -> pd.DataFrame:
     """Rejected rows by reason."""
     version = _version(v, "rejected_rows")
     return guarded("rejected", _rejected, root, version, default=pd.DataFrame())
+
+
+def prefetch(
+    root: str, v: dict[str, int], f: views.Filters, newest: date | None, excluded: tuple[str, ...]
+) -> None:
+    """Load everything the page shows, before its first chart is sent.
+
+    A chart whose figure changed gets a new element identity, and Streamlit keeps the old one
+    beside it until the re-run ends; loading first keeps that window to the drawing itself.
+    """
+    overview(root, v, f, excluded)
+    catalogue_insights(root, v, f)
+    anomalies(root, v)
+    quality(root, v)
+    rejected(root, v)
+    quarantine(root, v)
+    preview(root, v, newest, f)

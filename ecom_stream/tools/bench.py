@@ -8,7 +8,9 @@ One run generates a data set and then runs, one after another, each in its own p
 * ``tutorial``: per file, the whole batch pipeline re-run over every file received so far;
 * ``backfill``: the real ``ecom-stream backfill`` (validation, bronze, silver, gold, ledger);
 * ``watch``: the real daemon in steady state, fed one file at a time at a fixed pace, with the
-  latency from drop to gold committed read from the lake's ledger.
+  latency from drop to gold committed read from the lake's ledger;
+* ``dashboard``: the dashboard on the backfill's lake (or ``--lake``) in headless Chromium: time
+  to the first full view, and of its auto-refreshes (see ``bench_dashboard``).
 
 The peers run as ``python -m ecom_stream.tools.bench_peers --runner NAME`` (see that module): they
 append one JSON line per file to a progress file (so a peer stopped at ``--timeout`` still
@@ -28,6 +30,7 @@ from typing import Any
 
 from ecom_stream.config import Settings
 from ecom_stream.errors import ConfigError
+from ecom_stream.tools.bench_dashboard import run_dashboard
 from ecom_stream.tools.bench_ecom import run_backfill, run_watch
 from ecom_stream.tools.bench_peers import PEERS
 from ecom_stream.tools.bench_procs import DataSet, make_data_set, run_peer
@@ -43,7 +46,7 @@ from ecom_stream.tools.bench_report import (
 
 __all__ = ["RunResult", "latency_stats", "run_bench"]
 
-RUNNERS = ("floor", "naive", "tutorial", "backfill", "watch")
+RUNNERS = ("floor", "naive", "tutorial", "backfill", "watch", "dashboard")
 
 
 # -- the command --------------------------------------------------------------------------
@@ -72,15 +75,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         work = Path(tempfile.mkdtemp(prefix="ecom-bench-"))
     started_at = datetime.now(UTC)
     try:
-        for name in ("source", *RUNNERS):
-            shutil.rmtree(work / name, ignore_errors=True)
-        (work / "source").mkdir(parents=True)
-        print(
-            f"bench: generating {args.files} order files x {args.orders_per_file} orders and "
-            f"{args.product_files} product files in {work}",
-            flush=True,
-        )
-        ds = make_data_set(args, work / "source")
+        ds = _data_set(args, runners, work)
         results = [_run_one(name, args, ds, work) for name in runners]
     finally:
         if not args.workdir:
@@ -93,6 +88,24 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def _data_set(args: argparse.Namespace, runners: list[str], work: Path) -> DataSet:
+    """Generate the files, unless only the dashboard runs (on a lake that exists)."""
+    # The dashboard runner without the backfill one reads an earlier run's lake: keep it.
+    keep = {"backfill"} if "dashboard" in runners and "backfill" not in runners else set()
+    for name in ("source", *RUNNERS):
+        if name not in keep:
+            shutil.rmtree(work / name, ignore_errors=True)
+    if runners == ["dashboard"]:
+        return DataSet([], [], {})
+    (work / "source").mkdir(parents=True)
+    print(
+        f"bench: generating {args.files} order files x {args.orders_per_file} orders and "
+        f"{args.product_files} product files in {work}",
+        flush=True,
+    )
+    return make_data_set(args, work / "source")
+
+
 def _run_one(name: str, args: argparse.Namespace, ds: DataSet, work: Path) -> RunResult:
     """Run one runner, printing a line before and after."""
     print(f"{name}: starting", flush=True)
@@ -100,6 +113,8 @@ def _run_one(name: str, args: argparse.Namespace, ds: DataSet, work: Path) -> Ru
         result = run_peer(name, ds, work / "source", work, args.timeout)
     elif name == "backfill":
         result = run_backfill(ds, work, args.timeout)
+    elif name == "dashboard":
+        result = run_dashboard(args, work)
     else:
         result = run_watch(args, ds, work)
     print(

@@ -108,7 +108,7 @@ def _git_commit() -> str | None:
 
 def vs_backfill(result: RunResult, backfill: RunResult | None) -> tuple[str, float | None]:
     """The runner's time against backfill's: the table's text and the ratio (None: n/a)."""
-    if result.name in ("backfill", "watch") or not backfill or not backfill.finished:
+    if result.name in ("backfill", "watch", "dashboard") or not backfill or not backfill.finished:
         return ("n/a (paced)" if result.name == "watch" else "n/a"), None
     if not result.total_s or not backfill.total_s:
         return "n/a", None
