@@ -14,7 +14,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, run_cli
@@ -78,15 +81,11 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
         return proc.wait()
 
 
-def test_open_page_shows_new_batches_without_reload(tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium; CI installs it)")
-    from playwright.sync_api import expect, sync_playwright
-
-    lake, landing = tmp_path / "lake", tmp_path / "landing"
-    landing.mkdir()
-    merge_batches(lake, landing, tmp_path / "first", start=1, batches=30)
-    orders_before = Lake(lake).queries.count("silver_orders")
+@contextmanager
+def dashboard_page(tmp_path: Path, lake: Path, landing: Path) -> Iterator[Any]:
+    """A real ``ecom-stream dashboard`` on ``lake`` (refreshing every second), opened in
+    headless Chromium; the server must then stop cleanly (exit 0)."""
+    from playwright.sync_api import sync_playwright
 
     port, log = free_port(), tmp_path / "dashboard.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_DASHBOARD_REFRESH_SECONDS": "1"}
@@ -103,31 +102,45 @@ def test_open_page_shows_new_batches_without_reload(tmp_path: Path) -> None:
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(f"http://127.0.0.1:{port}/")
-                values = page.get_by_test_id("stMetricValue")
-                orders = values.nth(1)  # Revenue, Orders, Avg order value, Unique customers
-                expect(orders).to_have_text(f"{orders_before:,}", timeout=60_000)
-                expect(values.first).to_have_text(re.compile(r"^\$[\d,.]+[KM]?$"))
-                expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
-                page.evaluate("window.__not_reloaded = true")
-
-                merge_batches(lake, landing, tmp_path / "second", start=31, batches=1)
-                orders_after = Lake(lake).queries.count("silver_orders")
-                assert orders_after > orders_before
-                expect(orders).not_to_have_text(f"{orders_before:,}", timeout=60_000)
-                expect(orders).to_have_text(f"{orders_after:,}", timeout=30_000)
-                assert page.evaluate("window.__not_reloaded === true"), "the page was reloaded"
-                assert page.get_by_test_id("stException").count() == 0
-
-                ARTIFACTS.mkdir(exist_ok=True)
-                height = int(page.evaluate(PAGE_HEIGHT_JS))
-                page.set_viewport_size({"width": 1400, "height": height + 40})
-                expect(page.get_by_test_id("stPlotlyChart").last).to_be_visible(timeout=30_000)
-                page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+                yield page
             finally:
                 browser.close()
     finally:
         code = stop(proc)
     assert code == 0, log.read_text()
+
+
+def test_open_page_shows_new_batches_without_reload(tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; CI installs it)")
+    from playwright.sync_api import expect
+
+    lake, landing = tmp_path / "lake", tmp_path / "landing"
+    landing.mkdir()
+    merge_batches(lake, landing, tmp_path / "first", start=1, batches=30)
+    orders_before = Lake(lake).queries.count("silver_orders")
+
+    with dashboard_page(tmp_path, lake, landing) as page:
+        values = page.get_by_test_id("stMetricValue")
+        orders = values.nth(1)  # Revenue, Orders, Avg order value, Unique customers
+        expect(orders).to_have_text(f"{orders_before:,}", timeout=60_000)
+        expect(values.first).to_have_text(re.compile(r"^\$[\d,.]+[KM]?$"))
+        expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
+        page.evaluate("window.__not_reloaded = true")
+
+        merge_batches(lake, landing, tmp_path / "second", start=31, batches=1)
+        orders_after = Lake(lake).queries.count("silver_orders")
+        assert orders_after > orders_before
+        expect(orders).not_to_have_text(f"{orders_before:,}", timeout=60_000)
+        expect(orders).to_have_text(f"{orders_after:,}", timeout=30_000)
+        assert page.evaluate("window.__not_reloaded === true"), "the page was reloaded"
+        assert page.get_by_test_id("stException").count() == 0
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        height = int(page.evaluate(PAGE_HEIGHT_JS))
+        page.set_viewport_size({"width": 1400, "height": height + 40})
+        expect(page.get_by_test_id("stPlotlyChart").last).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
 
 # Samples the page every 50 ms from inside the browser (the test's own thread is busy merging
@@ -155,44 +168,25 @@ def test_auto_refresh_keeps_the_page_steady(tmp_path: Path) -> None:
     """Across refresh cycles with a batch landing in between, nothing fades, charts stay."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; CI installs it)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     lake, landing = tmp_path / "lake", tmp_path / "landing"
     landing.mkdir()
     merge_batches(lake, landing, tmp_path / "first", start=1, batches=10)
-    port, log = free_port(), tmp_path / "dashboard.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ECOM_DASHBOARD_REFRESH_SECONDS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ecom_stream", "dashboard", "--lake", str(lake),
-             "--landing", str(landing), "--port", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_healthy(proc, port, log)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"http://127.0.0.1:{port}/")
-                orders = page.get_by_test_id("stMetricValue").nth(1)
-                before = Lake(lake).queries.count("silver_orders")
-                expect(orders).to_have_text(f"{before:,}", timeout=60_000)
-                charts = page.get_by_test_id("stPlotlyChart")
-                expect(charts.last).to_be_visible(timeout=30_000)
-                page.wait_for_timeout(1500)  # the first view settles (one refresh)
-                page.evaluate(SAMPLER_JS)
+    with dashboard_page(tmp_path, lake, landing) as page:
+        orders = page.get_by_test_id("stMetricValue").nth(1)
+        before = Lake(lake).queries.count("silver_orders")
+        expect(orders).to_have_text(f"{before:,}", timeout=60_000)
+        charts = page.get_by_test_id("stPlotlyChart")
+        expect(charts.last).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(1500)  # the first view settles (one refresh)
+        page.evaluate(SAMPLER_JS)
 
-                merge_batches(lake, landing, tmp_path / "second", start=11, batches=1)
-                after = Lake(lake).queries.count("silver_orders")
-                expect(orders).to_have_text(f"{after:,}", timeout=60_000)
-                page.wait_for_function("window.__steady.reruns >= 3", timeout=60_000)
-                steady = page.evaluate("window.__steady")
-            finally:
-                browser.close()
-    finally:
-        code = stop(proc)
-    assert code == 0, log.read_text()
+        merge_batches(lake, landing, tmp_path / "second", start=11, batches=1)
+        after = Lake(lake).queries.count("silver_orders")
+        expect(orders).to_have_text(f"{after:,}", timeout=60_000)
+        page.wait_for_function("window.__steady.reruns >= 3", timeout=60_000)
+        steady = page.evaluate("window.__steady")
     assert steady["samples"] > 20, steady
     assert steady["maxFaded"] == 0, f"elements faded during a refresh: {steady}"
     assert steady["minCharts"] > 0, f"the charts disappeared during a refresh: {steady}"
