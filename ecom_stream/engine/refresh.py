@@ -266,7 +266,12 @@ class GoldRefresher:
             return None
         if self._flagged is None:
             if self.lake.tables.is_created("revenue_anomalies"):
-                self._flagged = _flagged(self.lake.tables.read_pandas("revenue_anomalies"))
+                flagged = self.lake.tables.read_pandas(
+                    "revenue_anomalies",
+                    columns=["order_date", "category", "is_anomaly"],
+                    rows=pads.field("is_anomaly") == True,  # noqa: E712 (an Arrow expression)
+                )
+                self._flagged = _flagged(flagged)
             else:
                 self._flagged = set()
         return self._flagged

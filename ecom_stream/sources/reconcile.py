@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import pyarrow.dataset as pads
 
 from ecom_stream.errors import EcomStreamError
 from ecom_stream.storage.lake import Lake
@@ -21,9 +22,14 @@ __all__ = ["reconciliation"]
 _LEDGER_COLUMNS = ["file_name", "outcome", "rows_in", "rows_merged", "rows_rejected"]
 
 
-def _ledger_by_file(lake: Lake) -> pd.DataFrame:
-    """The newest ledger row of each file name."""
-    ledger = lake.tables.read_pandas("ledger", columns=[*_LEDGER_COLUMNS, "finished_at"])
+def _ledger_by_file(lake: Lake, names: list[str]) -> pd.DataFrame:
+    """The newest ledger row of each of these file names (a filtered read: the ledger holds a
+    row for every file ever handled, and only the last pulls' files are wanted)."""
+    ledger = lake.tables.read_pandas(
+        "ledger",
+        columns=[*_LEDGER_COLUMNS, "finished_at"],
+        rows=pads.field("file_name").isin(names),
+    )
     ledger = ledger.sort_values("finished_at").drop_duplicates("file_name", keep="last")
     return ledger.set_index("file_name")
 
@@ -71,13 +77,14 @@ def reconciliation(lake: Lake) -> dict[str, Any]:
     pulls = lake.tables.read("sources").to_pylist()
     if not pulls:
         return {"pulls": 0, "failed": 0, "endpoints": []}
-    try:
-        ledger = _ledger_by_file(lake)
-    except EcomStreamError:
-        ledger = pd.DataFrame(columns=_LEDGER_COLUMNS).set_index("file_name")
     last: dict[tuple[str, str], dict[str, Any]] = {}
     for row in sorted(pulls, key=lambda r: (r["started_at"] is not None, r["started_at"])):
         last[(row["source"], row["endpoint"])] = row
+    names = sorted({name for row in last.values() for name in row.get("files") or []})
+    try:
+        ledger = _ledger_by_file(lake, names)
+    except EcomStreamError:
+        ledger = pd.DataFrame(columns=_LEDGER_COLUMNS).set_index("file_name")
     return {
         "pulls": len({r["pull_id"] for r in pulls}),
         "failed": sum(r["outcome"] == "failed" for r in pulls),
