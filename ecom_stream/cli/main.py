@@ -246,7 +246,7 @@ def _add_bench(add: _Add) -> None:
     p.add_argument(
         "--only",
         default="floor,naive,tutorial,backfill,watch",
-        help="comma-separated runners (default all)",
+        help="comma-separated runners (default all but dashboard, which needs Chromium)",
     )
     p.add_argument(
         "--timeout", type=float, default=600.0, help="give up on a peer after this many seconds"
